@@ -1,0 +1,1 @@
+"""score_sde: score-based generative modeling through stochastic differential equations, in PyTorch."""

@@ -1,0 +1,7 @@
+"""Samplers that use only a score function: predictor-corrector and probability-flow ODE."""
+from score_sde.sampling.correctors import CORRECTORS
+from score_sde.sampling.ode import ode_sample, probability_flow_drift
+from score_sde.sampling.pc import pc_sample
+from score_sde.sampling.predictors import PREDICTORS
+
+__all__ = ["CORRECTORS", "PREDICTORS", "ode_sample", "pc_sample", "probability_flow_drift"]

@@ -1,0 +1,41 @@
+"""The predictor-corrector sampler (Song et al. 2021, Alg. 1): N noise levels from T down to eps."""
+import torch
+from tqdm.auto import tqdm
+
+from score_sde.registry import lookup
+from score_sde.sampling.correctors import CORRECTORS
+from score_sde.sampling.predictors import PREDICTORS
+
+
+def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps=1,
+              probability_flow=False, denoise=True, eps=1e-3, generator=None, device=None,
+              dtype=torch.float32, progress=False):
+    """Draw samples by alternating a corrector and a predictor step on each of the SDE's N noise levels.
+
+    Args:
+        sde: the forward SDE; its N sets the number of levels.
+        score_fn: (x [B, ...], t [B]) -> score like x.
+        shape: [B, ...] of the samples.
+        predictor, corrector: names in PREDICTORS / CORRECTORS; at least one must not be "none".
+        snr, n_steps: the corrector's target signal-to-noise ratio and steps per noise level.
+        probability_flow: predict along the probability-flow ODE instead of the reverse SDE.
+        denoise: return the last step's mean (no noise added at the end), as the original code does.
+        eps: the smallest time; the levels are linspace(T, eps, N).
+        generator: a torch.Generator on `device`, for reproducible samples.
+    Returns:
+        (x [B, ...], nfe): the samples and the number of score evaluations made.
+    """
+    if not 0 < eps < sde.T:
+        raise ValueError(f"eps must lie in (0, {sde.T}), got {eps}")
+    if predictor == "none" and corrector == "none":
+        raise ValueError("predictor and corrector are both 'none': the sampler would return prior noise")
+    predict = lookup(PREDICTORS, predictor, "predictor")(sde, score_fn, probability_flow)
+    correct = lookup(CORRECTORS, corrector, "corrector")(sde, score_fn, snr, n_steps)
+    x = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
+    x_mean = x
+    timesteps = torch.linspace(sde.T, eps, sde.N, device=x.device, dtype=x.dtype)
+    for i in tqdm(range(sde.N), desc="PC sampling", disable=not progress):
+        t = timesteps[i].expand(shape[0])
+        x, x_mean = correct.update(x, t, generator)
+        x, x_mean = predict.update(x, t, generator)
+    return (x_mean if denoise else x), sde.N * (predict.evaluations + correct.evaluations)
