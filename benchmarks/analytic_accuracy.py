@@ -5,12 +5,14 @@ The score is the exact score of a 2-D Gaussian mixture (score_sde.analytic), 0.2
 All in float64 on the CPU, seeded with torch.Generator.
 
 Part 1, samplers: for VPSDE, subVPSDE and VESDE with N in (1000, 100, 30) noise levels, the PC samplers
-(predictor-only, predictor + corrector, and corrector-only with 50 steps per level) and the adaptive
-probability-flow ODE sampler (independent of N), started from the prior or from exact samples of p_T.
-Reported: the weight of the (5, 5) mode and its error vs 0.8, the sliced Wasserstein-2 distance (SW2) to
-independent exact data samples, next to the SW2 noise floor between two exact sample sets of the same size;
-the number of score evaluations (NFE) and the wall time. The ODE from the prior is expected to miss 0.8
-slightly (about 0.777 for VE), because the prior is not exactly p_T.
+(predictor-only and predictor + corrector at every N; corrector-only, 50 Langevin steps per level, at N = 100
+only, since at N = 1000 they alone would take about 9 minutes) and the adaptive probability-flow ODE sampler
+(independent of N), started from the prior or from exact samples of p_T. Reported: the weight of the (5, 5)
+mode and its error vs 0.8 (binomial std 0.0057 at 5000 samples), the sliced Wasserstein-2 distance (SW2) to
+independent exact data samples, next to the SW2 noise floor between exact sample sets of the same size
+(mean ± std over FLOOR_DRAWS sets: SW2 here is dominated by the binomial noise of the mode weights), the
+number of score evaluations (NFE) and the wall time. The ODE from the prior is expected to miss 0.8 (about
+0.792 for VP and sub-VP, 0.777 for VE), because the prior is not exactly p_T.
 
 Part 2, likelihood: for each SDE (N = 1000), log p_eps(x) of 1000 mixture points through the
 probability-flow ODE (torch "rk45" and "scipy-rk45"; exact or Rademacher divergence), compared with what the
@@ -18,14 +20,17 @@ ODE should give with the SDE's prior: log p_eps(x) - log p_T(z) + prior_logp(z).
 the prior mismatch |log p_T(z) - prior_logp(z)| alone is reported in nats.
 
 Run:
-    .venv/bin/python benchmarks/analytic_accuracy.py            # full: 5000 samples, a few minutes
+    .venv/bin/python benchmarks/analytic_accuracy.py            # full: 5000 samples, about 2 minutes
     .venv/bin/python benchmarks/analytic_accuracy.py --quick    # smoke run: 1000 samples, N in (100, 30)
-It prints a table and writes JSON (default benchmarks/results/analytic_accuracy.json).
+Options: --out PATH (default benchmarks/results/analytic_accuracy.json), --seed, --threads (default 1: one
+CPU thread, so that wall times are comparable between machines and robust to other load). It prints a table,
+one line per run as it finishes, and writes all rows with metadata as JSON.
 """
 import argparse
 import datetime
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -50,6 +55,9 @@ PC_SAMPLERS = (
     ("none", "langevin", 0.16, 50),
     ("none", "ald", 0.3, 50),
 )
+# Corrector-only samplers make 50 score evaluations per level: at N = 1000 they alone would take ~9 minutes.
+CORRECTOR_ONLY_LEVELS = (100,)
+FLOOR_DRAWS = 8
 LIKELIHOOD_POINTS = 1000
 # (ODE method, divergence): the torch integrator and the original's scipy path, exact and Hutchinson.
 LIKELIHOOD_RUNS = (
@@ -77,6 +85,11 @@ def random_directions(num, dim, seed):
 def mode_weight(x):
     """Fraction of samples on the (5, 5) side of the line x0 + x1 = 0."""
     return (x[:, 0] + x[:, 1] > 0).to(DTYPE).mean().item()
+
+
+def mode_weight_std(num):
+    """Standard deviation of the mode weight of num exact samples: the noise on the 'error' column."""
+    return math.sqrt(TRUE_MODE_WEIGHT * (1 - TRUE_MODE_WEIGHT) / num)
 
 
 def timed(fn):
@@ -126,17 +139,35 @@ def run_ode(sde_cls, source, num, seed, reference, directions):
     return {**row, **sample_metrics(x, nfe, seconds, reference, directions)}
 
 
+def pc_runs(levels):
+    """(N, sampler) pairs: every PC sampler at every N, the corrector-only ones at CORRECTOR_ONLY_LEVELS."""
+    return [(N, sampler) for N in levels for sampler in PC_SAMPLERS
+            if sampler[0] != "none" or N in CORRECTOR_ONLY_LEVELS]
+
+
+def noise_floor(reference, directions, seed):
+    """SW2 from reference to FLOOR_DRAWS independent exact sample sets of its size: {mean, std, draws}."""
+    g = generator(seed)
+    exact_sets = [MIX.sample(len(reference), generator=g) for _ in range(FLOOR_DRAWS)]
+    draws = [sliced_w2(x, reference, directions) for x in exact_sets]
+    return dict(mean=statistics.mean(draws), std=statistics.stdev(draws), draws=draws)
+
+
 def sampler_rows(levels, num, seed):
-    """Every sampler on every SDE, and the SW2 noise floor between two exact sample sets of size num."""
+    """Every sampler on every SDE, each row printed as it is done; and the SW2 noise floor between two
+    exact sample sets of size num."""
     reference = MIX.sample(num, generator=generator(seed + 1))
     directions = random_directions(128, 2, seed + 2)
-    floor = sliced_w2(MIX.sample(num, generator=generator(seed + 3)), reference, directions)
+    floor = noise_floor(reference, directions, seed + 3)
+    print_sampler_header(floor, num)
     rows = []
     for sde_cls in SDE_CLASSES:
-        for N in levels:
-            rows += [run_pc(sde_cls, N, sampler, num, seed, reference, directions) for sampler in PC_SAMPLERS]
+        for N, sampler in pc_runs(levels):
+            rows.append(run_pc(sde_cls, N, sampler, num, seed, reference, directions))
+            print(format_sampler_row(rows[-1]), flush=True)
         for source in ("prior", "exact p_T"):
             rows.append(run_ode(sde_cls, source, num, seed, reference, directions))
+            print(format_sampler_row(rows[-1]), flush=True)
     return rows, floor
 
 
@@ -163,17 +194,20 @@ def likelihood_rows(seed):
             for sde_cls in SDE_CLASSES for method, divergence in LIKELIHOOD_RUNS]
 
 
-def print_samplers(rows, floor, num):
-    print(f"Samplers: {num} samples; mode weight vs {TRUE_MODE_WEIGHT}; SW2 noise floor {floor:.4f}")
+def print_sampler_header(floor, num):
+    print(f"Samplers: {num} samples; mode weight vs {TRUE_MODE_WEIGHT}, std {mode_weight_std(num):.4f}")
+    print(f"SW2 noise floor (exact vs exact samples): {floor['mean']:.4f} ± {floor['std']:.4f} "
+          f"(mean ± std of {FLOOR_DRAWS} draws)")
     print(f"{'sde':<9} {'N':>8} {'sampler':<32} {'source':<9} {'weight':>7} {'error':>8} {'SW2':>8} "
           f"{'NFE':>7} {'sec':>7}")
-    for r in rows:
-        head = f"{r['sde']:<9} {r['N']!s:>8} {r['sampler']:<32} {r['source']:<9}"
-        if r["status"] != "ok":
-            print(f"{head} {r['status']}")
-            continue
-        print(f"{head} {r['mode_weight']:>7.4f} {r['mode_weight_error']:>+8.4f} {r['sw2']:>8.4f} "
-              f"{r['nfe']:>7d} {r['seconds']:>7.2f}")
+
+
+def format_sampler_row(r):
+    head = f"{r['sde']:<9} {r['N']!s:>8} {r['sampler']:<32} {r['source']:<9}"
+    if r["status"] != "ok":
+        return f"{head} {r['status']}"
+    return (f"{head} {r['mode_weight']:>7.4f} {r['mode_weight_error']:>+8.4f} {r['sw2']:>8.4f} "
+            f"{r['nfe']:>7d} {r['seconds']:>7.2f}")
 
 
 def print_likelihood(rows):
@@ -193,17 +227,21 @@ def main():
     default_out = Path(__file__).parent / "results" / "analytic_accuracy.json"
     parser.add_argument("--out", type=Path, default=default_out, help=f"JSON output (default {default_out})")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args()
+    # Tensors of 5000 x 2 gain little from intra-op threads, and on a shared machine they lose a lot.
+    torch.set_num_threads(args.threads)
     num, levels = (1000, (100, 30)) if args.quick else (5000, (1000, 100, 30))
 
     samplers, floor = sampler_rows(levels, num, args.seed)
-    print_samplers(samplers, floor, num)
     likelihood = likelihood_rows(args.seed)
     print_likelihood(likelihood)
 
     metadata = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
-                    device="cpu", dtype="float64", num_samples=num, likelihood_points=LIKELIHOOD_POINTS,
-                    seed=args.seed, quick=args.quick, sw2_directions=128, sw2_noise_floor=floor)
+                    device="cpu", threads=args.threads, dtype="float64", num_samples=num, seed=args.seed,
+                    quick=args.quick, levels=levels, corrector_only_levels=CORRECTOR_ONLY_LEVELS,
+                    mode_weight_std=mode_weight_std(num), likelihood_points=LIKELIHOOD_POINTS,
+                    sw2_directions=128, sw2_noise_floor=floor)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results = dict(metadata=metadata, samplers=samplers, likelihood=likelihood)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

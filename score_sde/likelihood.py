@@ -86,7 +86,8 @@ def bits_per_dim(logp, x_shape, centered=True, num_bits=8):
     """Bits/dim of discrete num_bits data from logp [B] (nats) of its dequantized version in model space.
 
     With pixels v in {0, ..., 2^b − 1}, dequantized u = (v + U(0, 1)) / 2^b in [0, 1], and model input
-    x = 2u − 1 (centered) or u, −log2 P(v) <= −log2 p(x)/D − log2|dx/du| + b per dimension (docs/likelihood.md).
+    x = 2u − 1 (centered) or u, −log2 P(v) <= −log2 p(x)/D − log2|dx/du| + b per dimension
+    (docs/likelihood.md).
     Returns [B].
     """
     num_dims = math.prod(x_shape[1:])
@@ -94,8 +95,8 @@ def bits_per_dim(logp, x_shape, centered=True, num_bits=8):
     return -logp / (num_dims * math.log(2)) - log2_scale + num_bits
 
 
-def dequantize(pixels, centered=True, num_bits=8, generator=None):
-    """Uniformly dequantized model input from integer pixels [B, ...] in {0, ..., 2^b − 1}."""
-    u = (pixels.double() + torch.rand(pixels.shape, generator=generator, device=pixels.device,
-                                      dtype=torch.float64)) / 2**num_bits
+def dequantize(pixels, centered=True, num_bits=8, generator=None, dtype=torch.float32):
+    """Uniformly dequantized model input (of `dtype`) from integer pixels [B, ...] in {0, ..., 2^b − 1}."""
+    noise = torch.rand(pixels.shape, generator=generator, device=pixels.device, dtype=dtype)
+    u = (pixels.to(dtype) + noise) / 2**num_bits
     return 2 * u - 1 if centered else u

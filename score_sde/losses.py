@@ -65,7 +65,9 @@ def get_loss_fn(sde, continuous=True, reduce_mean=False, likelihood_weighting=Fa
     elif isinstance(sde, VPSDE):
         discrete_losses = ddpm_losses
     else:
-        raise ValueError(f"discrete training is defined for VESDE (SMLD) and VPSDE (DDPM), not {type(sde).__name__}")
+        raise ValueError(
+            f"discrete training is defined for VESDE (SMLD) and VPSDE (DDPM), not {type(sde).__name__}"
+        )
 
     def loss_fn(model_fn, batch, generator=None):
         labels = torch.randint(0, sde.N, (batch.shape[0],), generator=generator, device=batch.device)

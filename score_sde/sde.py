@@ -72,7 +72,7 @@ class SDE(abc.ABC):
         return torch.log(m) - torch.log(s)
 
     def discretize(self, x, t):
-        """One step of the discretized forward SDE, x_{i+1} = x_i + f + G·z, as (f like x, G [B]).
+        """The discretized forward step into the level of time t, x_i = x_{i−1} + f + G·z: (f like x, G [B]).
 
         Euler–Maruyama with dt = T / N; VP and VE override it with the DDPM and SMLD chains.
         """
@@ -178,21 +178,27 @@ class VPSDE(_LinearBetaSDE):
         # m² = sigmoid(2λ), so −log m = ½·softplus(−2λ).
         return self.t_from_neg_log_mean(0.5 * F.softplus(-2 * log_snr))
 
+    def discrete_beta(self, t):
+        """β_i [B] of the DDPM level that time t falls on."""
+        if self.beta_max >= self.N:
+            raise ValueError(f"the DDPM chain needs beta_max / N < 1, got beta_max={self.beta_max}, "
+                             f"N={self.N}: use more steps or a continuous-time predictor (euler_maruyama)")
+        return self.discrete_betas.to(t)[self.timestep_index(t)]
+
     def discretize(self, x, t):
-        """DDPM step: x_{i+1} = √(1 − β_i)·x_i + √β_i·z."""
+        """DDPM step into level i: x_i = √(1 − β_i)·x_{i−1} + √β_i·z, as (f, G) with f = x_i's mean − x."""
         check_time(x, t, self.T)
-        i = self.timestep_index(t)
-        beta = self.discrete_betas.to(t)[i]
+        beta = self.discrete_beta(t)
         f = expand_to(torch.sqrt(1.0 - beta), x) * x - x
         return f, torch.sqrt(beta)
 
     def langevin_step_scale(self, t):
         # Alg. 5 of Song et al. 2021: the VP corrector step is scaled by alpha_i = 1 − beta_i.
-        return self.alphas.to(t)[self.timestep_index(t)]
+        return 1.0 - self.discrete_beta(t)
 
     def ancestral_coefficients(self, t):
         # DDPM's sampler (Ho et al. 2020, Alg. 2) written with the score: eq. 47 of Song et al. 2021.
-        beta = self.discrete_betas.to(t)[self.timestep_index(t)]
+        beta = self.discrete_beta(t)
         return torch.sqrt(1.0 - beta), beta, torch.sqrt(beta)
 
 
@@ -210,9 +216,10 @@ class subVPSDE(_LinearBetaSDE):
         return torch.exp(log_m), -torch.expm1(2 * log_m)
 
     def t_from_log_snr(self, log_snr):
-        # λ = log m − log(1 − m²): the positive root of e^λ·m² + m − e^λ = 0, written without cancellation.
-        e = torch.exp(log_snr)
-        m = 2 * e / (1 + torch.sqrt(1 + 4 * e**2))
+        # λ = log m − log(1 − m²): the positive root of e^λ·m² + m − e^λ = 0, written to neither cancel
+        # nor overflow: m = 2 / (e^{−λ} + √(e^{−2λ} + 4)).
+        inv = torch.exp(-log_snr)
+        m = 2 / (inv + torch.sqrt(inv**2 + 4))
         return self.t_from_neg_log_mean(-torch.log(m))
 
 
@@ -259,7 +266,7 @@ class VESDE(SDE):
         return sigmas[i], previous
 
     def discretize(self, x, t):
-        """SMLD step: x_{i+1} = x_i + √(σ_{i+1}² − σ_i²)·z."""
+        """SMLD step into level i: x_i = x_{i−1} + √(σ_i² − σ_{i−1}²)·z (σ_{−1} = 0), as (f = 0, G)."""
         check_time(x, t, self.T)
         sigma, previous = self._sigma_and_previous(t)
         return torch.zeros_like(x), torch.sqrt(sigma**2 - previous**2)
@@ -281,7 +288,8 @@ def check_time(x, t, T=1.0):
     done where it is free (CPU tensors); samplers build their time grids inside [eps, T] by construction.
     """
     if t.ndim != 1 or t.shape[0] != x.shape[0]:
-        raise ValueError(f"t must have shape [B] = [{x.shape[0]}] to match x {tuple(x.shape)}, got {tuple(t.shape)}")
+        raise ValueError(f"t must have shape [B] = [{x.shape[0]}] to match x {tuple(x.shape)}, "
+                         f"got {tuple(t.shape)}")
     if t.device.type == "cpu" and not torch.compiler.is_compiling() and t.numel():
         if bool((t < 0).any()) or bool((t > T).any()):
             raise ValueError(f"t must lie in [0, {T}], got values in [{t.min().item()}, {t.max().item()}]")

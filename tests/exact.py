@@ -25,7 +25,7 @@ def sde_id(sde):
 
 
 def mode_stats(x):
-    """Weight of the (5, 5) mode, and each mode's per-coordinate means and stds, by the side of x1 + x2 = 0."""
+    """Weight of the (5, 5) mode, and per-coordinate means and stds of each mode (split at x1 + x2 = 0)."""
     upper = x.sum(1) > 0
     return upper.double().mean().item(), [(x[m].mean(0), x[m].std(0)) for m in (upper, ~upper)]
 

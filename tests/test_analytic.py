@@ -24,7 +24,9 @@ def test_log_prob_matches_torch_distributions():
     mix = two_modes()
     reference = torch.distributions.MixtureSameFamily(
         torch.distributions.Categorical(probs=mix.weights),
-        torch.distributions.Independent(torch.distributions.Normal(mix.means, mix.stds[:, None].expand(2, 2)), 1),
+        torch.distributions.Independent(
+            torch.distributions.Normal(mix.means, mix.stds[:, None].expand(2, 2)), 1
+        ),
     )
     x = torch.randn(100, 2, dtype=torch.float64) * 6
     torch.testing.assert_close(mix.log_prob(x), reference.log_prob(x))
@@ -35,7 +37,8 @@ def test_samples_have_the_mixture_moments():
     x = mix.sample(20000, generator=torch.Generator().manual_seed(0))
     upper = x.sum(1) > 0
     assert abs(upper.double().mean().item() - 0.8) < 0.01
-    torch.testing.assert_close(x[upper].mean(0), torch.full((2,), 5.0, dtype=torch.float64), atol=0.05, rtol=0)
+    five = torch.full((2,), 5.0, dtype=torch.float64)
+    torch.testing.assert_close(x[upper].mean(0), five, atol=0.05, rtol=0)
     torch.testing.assert_close(x[upper].std(0), torch.ones(2, dtype=torch.float64), atol=0.03, rtol=0)
 
 

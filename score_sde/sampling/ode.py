@@ -24,7 +24,7 @@ def ode_sample(sde, score_fn, shape, rtol=1e-5, atol=1e-5, method="rk45", eps=1e
         shape: [B, ...] of the samples.
         rtol, atol, method: the integrator's tolerances and its name ("rk45" on the device, "scipy-rk45").
         eps: the time at which integration stops.
-        z: optional starting points at T, [B, ...] (default: prior samples).
+        z: optional starting points at T, [B, ...] (default: prior samples); its dtype and device are used.
         denoise: finish with one noise-free reverse-diffusion step at eps, as the original code does.
         generator: a torch.Generator on `device`, for the prior samples.
     Returns:

@@ -82,7 +82,7 @@ def dopri5(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False):
                 h_abs *= max(_MIN_FACTOR, _SAFETY * error**_ERROR_EXPONENT)
                 rejected = True
             if h_abs < 1e-12 * max(1.0, abs(t)):
-                raise RuntimeError(f"dopri5: step size underflow at t={t}; the ODE is too stiff for rtol={rtol}")
+                raise RuntimeError(f"dopri5: step size underflow at t={t}; too stiff for rtol={rtol}")
             bar.set_postfix(nfe=nfe, refresh=False)
     return y, nfe
 

@@ -19,7 +19,8 @@ def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="la
         predictor, corrector: names in PREDICTORS / CORRECTORS; at least one must not be "none".
         snr, n_steps: the corrector's target signal-to-noise ratio and steps per noise level.
         probability_flow: predict along the probability-flow ODE instead of the reverse SDE.
-        denoise: return the last step's mean (no noise added at the end), as the original code does.
+        denoise: return the last step's mean (no noise added at the end), as the original code does; with
+            predictor "none", the last corrector step's mean (the original returns the noisy sample there).
         eps: the smallest time; the levels are linspace(T, eps, N).
         generator: a torch.Generator on `device`, for reproducible samples.
     Returns:
@@ -37,5 +38,6 @@ def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="la
     for i in tqdm(range(sde.N), desc="PC sampling", disable=not progress):
         t = timesteps[i].expand(shape[0])
         x, x_mean = correct.update(x, t, generator)
-        x, x_mean = predict.update(x, t, generator)
+        if predictor != "none":  # corrector-only sampling keeps the corrector's mean for denoising
+            x, x_mean = predict.update(x, t, generator)
     return (x_mean if denoise else x), sde.N * (predict.evaluations + correct.evaluations)

@@ -58,7 +58,8 @@ class AncestralSamplingPredictor:
 
 
 class NonePredictor:
-    """No predictor: corrector-only sampling (annealed Langevin dynamics with the `ald` corrector)."""
+    """No predictor: corrector-only sampling (annealed Langevin dynamics with the `ald` corrector).
+    `pc_sample` skips it, so that the corrector's last mean is what denoising returns."""
 
     evaluations = 0
 
