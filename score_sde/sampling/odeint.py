@@ -63,6 +63,7 @@ def dopri5(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False):
             if direction * (t_new - t1) > 0:
                 t_new = t1
             h = t_new - t
+            h_abs = abs(h)  # as scipy: a step clipped to the end shrinks from its clipped length if rejected
             ks = [f]
             for c, a in zip(_C, _A):
                 ks.append(fn(_time(t + c * h, y), _combine(y, h, a, ks)))
