@@ -1,0 +1,72 @@
+"""Building blocks shared by the score networks: the original's initialisers, 1×1/3×3 convolutions, the
+NIN (per-pixel dense) layer and the sinusoidal timestep embedding. Family-specific blocks live with their
+family (ddpm.py, ncsnpp.py, ncsn.py); FIR resampling lives in fir.py."""
+import math
+
+import torch
+import torch.nn as nn
+
+
+def variance_scaling_(tensor, scale=1.0, in_axis=1, out_axis=0):
+    """In place: uniform init with variance scale / fan_avg, the DDPM / NCSN++ default ("fan_avg",
+    "uniform" variance scaling as in JAX), with scale 0 mapped to a tiny value as the original does."""
+    scale = 1e-10 if scale == 0 else scale
+    receptive = tensor[0][0].numel() if tensor.ndim > 2 else 1
+    fan_in = tensor.shape[in_axis] * receptive
+    fan_out = tensor.shape[out_axis] * receptive
+    bound = math.sqrt(3 * scale / ((fan_in + fan_out) / 2))
+    with torch.no_grad():
+        return tensor.uniform_(-bound, bound)
+
+
+def ddpm_conv(in_planes, out_planes, kernel_size=3, stride=1, bias=True, dilation=1, init_scale=1.0, padding=None):
+    """Conv2d with DDPM initialisation: variance-scaled weights, zero bias; 'same' padding by default."""
+    padding = dilation * (kernel_size // 2) if padding is None else padding
+    conv = nn.Conv2d(in_planes, out_planes, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                     bias=bias)
+    variance_scaling_(conv.weight, init_scale)
+    if bias:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+def conv1x1(in_planes, out_planes, stride=1, bias=True, init_scale=1.0):
+    return ddpm_conv(in_planes, out_planes, 1, stride=stride, bias=bias, init_scale=init_scale, padding=0)
+
+
+def conv3x3(in_planes, out_planes, stride=1, bias=True, dilation=1, init_scale=1.0):
+    return ddpm_conv(in_planes, out_planes, 3, stride=stride, bias=bias, dilation=dilation, init_scale=init_scale)
+
+
+def dense(in_features, out_features, init_scale=1.0):
+    """nn.Linear with DDPM initialisation (variance-scaled weight, zero bias)."""
+    linear = nn.Linear(in_features, out_features)
+    variance_scaling_(linear.weight, init_scale)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
+class NIN(nn.Module):
+    """A dense layer over the channel axis at every pixel: [B, C_in, H, W] -> [B, C_out, H, W].
+    Parameters W [C_in, C_out] and b [C_out], named as in the original so checkpoints load as they are."""
+
+    def __init__(self, in_dim, num_units, init_scale=0.1):
+        super().__init__()
+        self.W = nn.Parameter(variance_scaling_(torch.empty(in_dim, num_units), init_scale, in_axis=0, out_axis=1))
+        self.b = nn.Parameter(torch.zeros(num_units))
+
+    def forward(self, x):
+        return torch.einsum("bchw,cd->bdhw", x, self.W) + self.b[:, None, None]
+
+
+def timestep_embedding(timesteps, embedding_dim, max_positions=10000):
+    """Sinusoidal embedding [B, embedding_dim] of (possibly fractional) timesteps [B] (Vaswani et al. 2017;
+    DDPM). Computed in float32 as the original does, then cast to the dtype of floating-point timesteps."""
+    half = embedding_dim // 2
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=timesteps.device)
+                      * -(math.log(max_positions) / (half - 1)))
+    args = timesteps.float()[:, None] * freqs[None, :]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    if embedding_dim % 2 == 1:
+        emb = nn.functional.pad(emb, (0, 1))
+    return emb

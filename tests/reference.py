@@ -1,0 +1,62 @@
+"""Access to the reference-network fixtures in ../shared/fixtures/reference_models (see its README)."""
+import json
+from pathlib import Path
+
+import ml_collections
+import pytest
+import torch
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference_models"
+requires_fixtures = pytest.mark.skipif(
+    not FIXTURES.is_dir(), reason=f"reference fixtures not found at {FIXTURES} (CI has them under ../shared)"
+)
+
+
+def config(name):
+    """The fixture's full config as a ConfigDict (its 'device' entry dropped: configs hold no devices)."""
+    raw = json.loads((FIXTURES / f"{name}_config.json").read_text())
+    raw.pop("device", None)
+    return ml_collections.ConfigDict(raw)
+
+
+def checkpoint(name):
+    # Trusted local test files; the loader under test has its own restricted unpickling.
+    return torch.load(FIXTURES / f"{name}.pth", map_location="cpu", weights_only=False)
+
+
+def io(name):
+    return torch.load(FIXTURES / f"{name}_io.pt", map_location="cpu", weights_only=True)
+
+
+def model_and_ema_state_dicts(name):
+    """The fixture's bare 'model' state dict and its EMA counterpart (shadow params put in, in order)."""
+    ckpt, data = checkpoint(name), io(name)
+    model_sd = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}
+    ema_sd = dict(model_sd)
+    for key, value in zip(data["ema_param_keys"], ckpt["ema"]["shadow_params"], strict=True):
+        ema_sd[key] = value
+    return model_sd, ema_sd
+
+
+def per_sample_error(a, b):
+    """max over the batch of max|a_i − b_i| / max|b_i|: the README's error measure."""
+    a, b = a.double(), b.double()
+    return ((a - b).abs().flatten(1).amax(1) / b.abs().flatten(1).amax(1)).max().item()
+
+
+def assert_matches_reference(model, name):
+    """Load model and EMA weights into `model` and match the reference outputs in float32 and float64."""
+    data = io(name)
+    for weights, key in zip(model_and_ema_state_dicts(name), ("out_model", "out_ema")):
+        model.load_state_dict(weights, strict=True)
+        model.float().eval()
+        with torch.no_grad():
+            out = model(data["x"], data["labels"])
+        assert per_sample_error(out, data[key]) <= 2e-4, (name, key, per_sample_error(out, data[key]))
+        other = "out_ema" if key == "out_model" else "out_model"
+        assert per_sample_error(out, data[other]) >= 0.05, "model and EMA weights must differ"
+        model.double()
+        labels = data["labels"].double() if data["labels"].is_floating_point() else data["labels"]
+        with torch.no_grad():
+            out = model(data["x"].double(), labels)
+        assert per_sample_error(out, data[key + "_f64"]) <= 1e-6, (name, key, per_sample_error(out, data[key + "_f64"]))
