@@ -4,6 +4,16 @@ loading of the original implementation's checkpoints.
 `create_model(config)` is the one adapter from `config.model` / `config.data` to the networks' explicit
 constructor arguments: each family has one small function below that reads the config.
 """
+from score_sde.models.checkpoints import ReferenceCheckpoint as ReferenceCheckpoint
+from score_sde.models.checkpoints import load_reference_checkpoint as load_reference_checkpoint
+from score_sde.models.checkpoints import safe_torch_load as safe_torch_load
+from score_sde.models.ddpm import DDPM
+from score_sde.models.ema import ExponentialMovingAverage as ExponentialMovingAverage
+from score_sde.models.mlp import MLP
+from score_sde.models.ncsn import NCSN, NCSNv2, NCSNv2Deeper, NCSNv2Deepest
+from score_sde.models.ncsnpp import NCSNpp
+from score_sde.models.score_fn import get_model_fn as get_model_fn
+from score_sde.models.score_fn import get_score_fn as get_score_fn
 from score_sde.registry import lookup
 
 
@@ -13,10 +23,81 @@ def _sigmas_args(config):
     return dict(sigma_min=m.sigma_min, sigma_max=m.sigma_max, num_scales=m.num_scales)
 
 
-# ---- one adapter per family: config -> constructor call (each family's author fills its own) ----
+# One adapter per family: config -> constructor call.
 
 
-MODELS = {}
+def _ncsnpp(config):
+    """NCSN++ / DDPM++ U-Net (models/ncsnpp.py) from config.model / config.data."""
+    m, d = config.model, config.data
+    return NCSNpp(image_size=d.image_size, num_channels=d.num_channels, centered=d.centered, nf=m.nf,
+                  ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                  attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
+                  resamp_with_conv=m.resamp_with_conv, conditional=m.conditional, fir=m.fir,
+                  fir_kernel=tuple(m.fir_kernel), skip_rescale=m.skip_rescale, resblock_type=m.resblock_type,
+                  progressive=m.progressive, progressive_input=m.progressive_input,
+                  progressive_combine=m.progressive_combine, embedding_type=m.embedding_type,
+                  fourier_scale=m.get("fourier_scale", 16.0), init_scale=m.init_scale,
+                  scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity,
+                  conv_size=m.get("conv_size", 3), **_sigmas_args(config))
+
+
+def _mlp(config):
+    """Residual MLP for points [B, config.data.dim] (models/mlp.py): width model.nf, optional
+    model.num_layers (3), model.embedding_type ('positional'), model.fourier_scale (16)."""
+    m = config.model
+    return MLP(dim=config.data.dim, hidden_dim=m.nf, num_layers=m.get("num_layers", 3),
+               embedding_type=m.get("embedding_type", "positional"),
+               fourier_scale=m.get("fourier_scale", 16.0))
+
+
+def _ddpm(config):
+    """DDPM U-Net (models/ddpm.py) from config.model / config.data."""
+    m, d = config.model, config.data
+    return DDPM(image_size=d.image_size, num_channels=d.num_channels, nf=m.nf, ch_mult=tuple(m.ch_mult),
+                num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
+                dropout=m.dropout, resamp_with_conv=m.resamp_with_conv, conditional=m.conditional,
+                centered=d.centered, scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity,
+                **_sigmas_args(config))
+
+
+def _num_channels(data):
+    """The original's configs name the channel count data.num_channels; some only carry data.channels."""
+    return data.num_channels if "num_channels" in data else data.channels
+
+
+def _check_instance_norm_plus(config):
+    """NCSN and NCSNv2 are built with InstanceNorm++, the only normalization their configs use."""
+    if config.model.normalization != "InstanceNorm++":
+        raise ValueError(f"unsupported model.normalization {config.model.normalization!r} for "
+                         f"{config.model.name!r}; expected 'InstanceNorm++'")
+
+
+def _ncsn(config):
+    """NCSN v1 (models/ncsn.py): the conditional norms have one row per noise level, model.num_scales."""
+    _check_instance_norm_plus(config)
+    m = config.model
+    return NCSN(channels=_num_channels(config.data), nf=m.nf, num_scales=m.num_scales,
+                centered=config.data.centered, nonlinearity=m.nonlinearity)
+
+
+def _ncsnv2(config):
+    """NCSNv2 (models/ncsn.py) for the names ncsnv2_64, ncsnv2_128 and ncsnv2_256."""
+    _check_instance_norm_plus(config)
+    m = config.model
+    network = {"ncsnv2_64": NCSNv2, "ncsnv2_128": NCSNv2Deeper, "ncsnv2_256": NCSNv2Deepest}[m.name]
+    return network(channels=_num_channels(config.data), nf=m.nf, centered=config.data.centered,
+                   nonlinearity=m.nonlinearity, **_sigmas_args(config))
+
+
+MODELS = {
+    "ncsn": _ncsn,
+    "ncsnv2_64": _ncsnv2,
+    "ncsnv2_128": _ncsnv2,
+    "ncsnv2_256": _ncsnv2,
+    "ddpm": _ddpm,
+    "ncsnpp": _ncsnpp,
+    "mlp": _mlp,
+}
 
 
 def create_model(config):

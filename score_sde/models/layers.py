@@ -1,10 +1,36 @@
-"""Building blocks shared by the score networks: the original's initialisers, 1×1/3×3 convolutions, the
-NIN (per-pixel dense) layer and the sinusoidal timestep embedding. Family-specific blocks live with their
-family (ddpm.py, ncsnpp.py, ncsn.py); FIR resampling lives in fir.py."""
+"""Building blocks shared by the score networks: activations, the noise-level table, the original's
+initialisers, 1×1/3×3 convolutions, the NIN (per-pixel dense) layer and the sinusoidal timestep embedding.
+Family-specific blocks live with their family (ddpm.py, ncsnpp.py, ncsn.py); FIR resampling in fir.py."""
 import math
 
 import torch
 import torch.nn as nn
+
+from score_sde.registry import lookup
+
+ACTIVATIONS = {
+    "swish": nn.SiLU,
+    "elu": nn.ELU,
+    "relu": nn.ReLU,
+    "lrelu": lambda: nn.LeakyReLU(0.2),  # the original's get_act uses slope 0.2
+}
+
+
+def get_act(nonlinearity):
+    """The activation module named by config.model.nonlinearity (case-insensitive, as in the original)."""
+    return lookup(ACTIVATIONS, nonlinearity.lower(), "nonlinearity")()
+
+
+def geometric_sigmas(sigma_min, sigma_max, num_scales):
+    """The descending noise levels exp(linspace(log σ_max, log σ_min, num_scales)) in float64, index 0 the
+    largest, as the original's `get_sigmas`. Computed like numpy's linspace (start + i·step, last = stop),
+    which matches the published buffers bit for bit where torch.linspace would round differently."""
+    start, stop = math.log(sigma_max), math.log(sigma_min)
+    step = (stop - start) / max(num_scales - 1, 1)
+    log_sigmas = start + torch.arange(num_scales, dtype=torch.float64) * step
+    if num_scales > 1:
+        log_sigmas[-1] = stop
+    return torch.exp(log_sigmas)
 
 
 def variance_scaling_(tensor, scale=1.0, in_axis=1, out_axis=0):
@@ -19,7 +45,8 @@ def variance_scaling_(tensor, scale=1.0, in_axis=1, out_axis=0):
         return tensor.uniform_(-bound, bound)
 
 
-def ddpm_conv(in_planes, out_planes, kernel_size=3, stride=1, bias=True, dilation=1, init_scale=1.0, padding=None):
+def ddpm_conv(in_planes, out_planes, kernel_size=3, stride=1, bias=True, dilation=1, init_scale=1.0,
+              padding=None):
     """Conv2d with DDPM initialisation: variance-scaled weights, zero bias; 'same' padding by default."""
     padding = dilation * (kernel_size // 2) if padding is None else padding
     conv = nn.Conv2d(in_planes, out_planes, kernel_size, stride=stride, padding=padding, dilation=dilation,
@@ -35,7 +62,8 @@ def conv1x1(in_planes, out_planes, stride=1, bias=True, init_scale=1.0):
 
 
 def conv3x3(in_planes, out_planes, stride=1, bias=True, dilation=1, init_scale=1.0):
-    return ddpm_conv(in_planes, out_planes, 3, stride=stride, bias=bias, dilation=dilation, init_scale=init_scale)
+    return ddpm_conv(in_planes, out_planes, 3, stride=stride, bias=bias, dilation=dilation,
+                     init_scale=init_scale)
 
 
 def dense(in_features, out_features, init_scale=1.0):
@@ -52,7 +80,8 @@ class NIN(nn.Module):
 
     def __init__(self, in_dim, num_units, init_scale=0.1):
         super().__init__()
-        self.W = nn.Parameter(variance_scaling_(torch.empty(in_dim, num_units), init_scale, in_axis=0, out_axis=1))
+        weight = variance_scaling_(torch.empty(in_dim, num_units), init_scale, in_axis=0, out_axis=1)
+        self.W = nn.Parameter(weight)
         self.b = nn.Parameter(torch.zeros(num_units))
 
     def forward(self, x):
@@ -60,8 +89,8 @@ class NIN(nn.Module):
 
 
 def timestep_embedding(timesteps, embedding_dim, max_positions=10000):
-    """Sinusoidal embedding [B, embedding_dim] of (possibly fractional) timesteps [B] (Vaswani et al. 2017;
-    DDPM). Computed in float32 as the original does, then cast to the dtype of floating-point timesteps."""
+    """Sinusoidal embedding [B, embedding_dim] (float32) of (possibly fractional) timesteps [B] (Vaswani et
+    al. 2017; DDPM). Computed in float32 as the original does; callers cast it to their activations' dtype."""
     half = embedding_dim // 2
     freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=timesteps.device)
                       * -(math.log(max_positions) / (half - 1)))

@@ -1,0 +1,62 @@
+"""A noise-conditioned residual MLP for low-dimensional data [B, D] such as 2-D toy distributions."""
+import math
+
+import torch
+from torch import nn
+
+from score_sde.models.layers import dense, timestep_embedding
+
+EMBEDDINGS = ("positional", "fourier")
+
+
+class MLP(nn.Module):
+    """x [B, dim], labels [B] -> output [B, dim], in x's dtype.
+
+    The labels are embedded like the image networks do: "positional" is DDPM's sinusoidal embedding of
+    the labels as they are (suits 999·t of continuous VP / sub-VP and the integer indices of discrete
+    training); "fourier" is NCSN++'s Gaussian Fourier embedding of log(labels) (suits σ(t) of continuous
+    VE; labels must be positive). The embedding goes through two dense layers and is added to the first
+    hidden activation; then come num_layers residual blocks h ← h + dense(SiLU(h)), and a dense output.
+
+    Args:
+        dim: D, the data dimension.
+        hidden_dim: width H of the hidden layers.
+        num_layers: number of residual H -> H blocks.
+        embedding_dim: size of the label embedding (default: hidden_dim).
+        embedding_type: "positional" or "fourier".
+        fourier_scale: std of the Fourier frequencies (NCSN++'s `fourier_scale`).
+    """
+
+    def __init__(self, dim: int, hidden_dim: int = 128, num_layers: int = 3, embedding_dim: int | None = None,
+                 embedding_type: str = "positional", fourier_scale: float = 16.0):
+        super().__init__()
+        if embedding_type not in EMBEDDINGS:
+            raise ValueError(f"unknown embedding_type {embedding_type!r}; expected one of {list(EMBEDDINGS)}")
+        embedding_dim = hidden_dim if embedding_dim is None else embedding_dim
+        if embedding_type == "fourier" and embedding_dim % 2:
+            raise ValueError(f"the Fourier embedding needs an even embedding_dim, got {embedding_dim}")
+        self.embedding_type = embedding_type
+        self.embedding_dim = embedding_dim
+        # Fixed random frequencies: a buffer, so it is saved but neither trained nor averaged by the EMA.
+        self.register_buffer("fourier_W", torch.randn(embedding_dim // 2) * fourier_scale
+                             if embedding_type == "fourier" else None)
+        self.temb = nn.Sequential(dense(embedding_dim, hidden_dim), nn.SiLU(), dense(hidden_dim, hidden_dim))
+        self.input = dense(dim, hidden_dim)
+        self.blocks = nn.ModuleList(dense(hidden_dim, hidden_dim) for _ in range(num_layers))
+        self.output = dense(hidden_dim, dim)
+        self.act = nn.SiLU()
+
+    def embed(self, labels, dtype):
+        """The label embedding [B, embedding_dim] in the given dtype."""
+        if self.embedding_type == "positional":
+            return timestep_embedding(labels, self.embedding_dim).to(dtype)
+        args = torch.log(labels.to(dtype))[:, None] * self.fourier_W.to(dtype)[None, :] * (2 * math.pi)
+        return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+    def forward(self, x, labels):
+        if x.ndim != 2:
+            raise ValueError(f"MLP takes points [B, dim], got x of shape {tuple(x.shape)}")
+        h = self.input(x) + self.temb(self.embed(labels, x.dtype))
+        for block in self.blocks:
+            h = h + block(self.act(h))
+        return self.output(self.act(h))

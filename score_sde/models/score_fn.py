@@ -1,0 +1,94 @@
+"""A network's output as a score function: the noise-conditioning conventions of the original score_sde.
+
+The original code (models/utils.py, get_score_fn) feeds and reads its networks differently per SDE:
+
+| SDE | continuous | labels given to the network | the network's output | score |
+|---|---|---|---|---|
+| VP | yes | 999·t (float) | noise prediction ε̂ | −ε̂ / s(t) |
+| VP | no | t·(N − 1) (float) | noise prediction ε̂ | −ε̂ / √(1 − ᾱ_i), i = ⌊t·(N − 1)⌋ |
+| sub-VP | either | 999·t (float) | noise prediction ε̂ | −ε̂ / s(t) |
+| VE | yes | σ(t) (float) | the score | output |
+| VE | no | round((T − t)·(N − 1)) (int64) | the score | output |
+
+The VE index counts from the largest noise level (0) down, as NCSN's `sigmas` buffer is ordered.
+"""
+import torch
+from torch import nn
+
+from score_sde.sde import SDE, VESDE, VPSDE, check_time, expand_to, subVPSDE
+
+
+def get_model_fn(model: nn.Module, train: bool = False):
+    """The network as a function (x, labels) -> output, run in train or eval mode (set at every call, as
+    the original does, so a train-mode and an eval-mode function can share one network)."""
+
+    def model_fn(x, labels):
+        model.train(train)
+        return model(x, labels)
+
+    return model_fn
+
+
+def _predicts_noise(sde):
+    if isinstance(sde, (VPSDE, subVPSDE)):
+        return True
+    if isinstance(sde, VESDE):
+        return False
+    raise ValueError(f"get_score_fn supports VPSDE, subVPSDE and VESDE, not {type(sde).__name__}")
+
+
+def noise_labels(sde: SDE, t: torch.Tensor, continuous: bool = True) -> torch.Tensor:
+    """The noise-conditioning labels [B] the original passes to its networks at times t [B] (table above).
+
+    Args:
+        sde: VPSDE, subVPSDE or VESDE.
+        t: [B] times in [0, T].
+        continuous: whether the network was trained in continuous time; the original ignores it for
+            sub-VP, which has no discrete chain.
+    """
+    if _predicts_noise(sde):
+        if continuous or isinstance(sde, subVPSDE):
+            return t * 999  # the embedding's range for continuous VP models is that of DDPM's 1000 steps
+        return t * (sde.N - 1)
+    if continuous:
+        return sde.marginal_coefficients(t)[1]
+    return torch.round((sde.T - t) * (sde.N - 1)).long()
+
+
+def noise_std(sde: SDE, t: torch.Tensor, continuous: bool = True) -> torch.Tensor:
+    """The std [B] by which a VP / sub-VP network's noise prediction is divided to give the score.
+
+    Continuous: s(t) of the SDE's kernel. Discrete VP: √(1 − ᾱ_i) of the DDPM chain at level
+    i = ⌊t·(N − 1)⌋ (the original truncates the float label with .long()).
+    """
+    if continuous or isinstance(sde, subVPSDE):
+        return sde.marginal_coefficients(t)[1]
+    index = (t * (sde.N - 1)).long()
+    return torch.sqrt(1.0 - sde.alphas_cumprod.to(device=t.device)[index]).to(t.dtype)
+
+
+def get_score_fn(sde: SDE, model: nn.Module, continuous: bool = True, train: bool = False):
+    """The network as a score function score_fn(x [B, ...], t [B]) -> ∇ₓ log p_t(x), like x.
+
+    Args:
+        sde: VPSDE, subVPSDE or VESDE; another SDE raises ValueError.
+        model: a network (x, labels) -> tensor like x.
+        continuous: the network was trained with continuous time (True) or on the discrete DDPM / SMLD
+            noise levels (False).
+        train: run the network in train mode (dropout on) rather than eval mode.
+
+    Returns:
+        score_fn. Its output has x's dtype: networks that divide by the float64 `sigmas` buffer return
+        float64 for float32 input, which the original passed on to its samplers.
+    """
+    predicts_noise = _predicts_noise(sde)
+    model_fn = get_model_fn(model, train=train)
+
+    def score_fn(x, t):
+        check_time(x, t, sde.T)
+        output = model_fn(x, noise_labels(sde, t, continuous))
+        if predicts_noise:
+            output = -output / expand_to(noise_std(sde, t, continuous), output)
+        return output.to(x.dtype)
+
+    return score_fn
