@@ -9,28 +9,12 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
 
 from score_sde.analytic import GaussianMixture
 from score_sde.likelihood import log_likelihood
+from score_sde.plots import scatter_png
 from score_sde.sampling import ode_sample, pc_sample
 from score_sde.sde import VPSDE
-
-COLOURS = {"data": (90, 90, 90), "pc": (31, 119, 180), "ode": (214, 39, 40)}
-
-
-def scatter_png(path, point_sets, size=480, extent=10.0):
-    """Write one panel per named point set, side by side, each spanning [-extent, extent]²."""
-    image = Image.new("RGB", (size * len(point_sets), size), "white")
-    draw = ImageDraw.Draw(image)
-    for panel, (name, points) in enumerate(point_sets.items()):
-        left = panel * size
-        draw.rectangle([left, 0, left + size - 1, size - 1], outline=(200, 200, 200))
-        draw.text((left + 8, 8), name, fill=(0, 0, 0))
-        pixels = ((points.clamp(-extent, extent) + extent) / (2 * extent) * (size - 1)).tolist()
-        for px, py in pixels:
-            draw.point((left + px, size - 1 - py), fill=COLOURS[name])
-    image.save(path)
 
 
 def upper_mode_weight(x):
