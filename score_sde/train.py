@@ -1,0 +1,341 @@
+"""One optimisation step of a score network, and the training state that checkpoints save and restore.
+
+Follows the original score_sde (losses.py: `get_optimizer`, `optimization_manager`, `get_step_fn`; utils.py:
+`save_checkpoint`, `restore_checkpoint`), with the training randomness drawn from a generator kept in the
+state, so that a run resumed from a checkpoint continues the same random stream.
+"""
+import dataclasses
+import os
+import pickle
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from score_sde.losses import get_loss_fn
+from score_sde.models import ExponentialMovingAverage, get_model_fn, get_score_fn
+from score_sde.models.checkpoints import check_state_dict
+from score_sde.registry import lookup
+from score_sde.sde import SDE
+
+OPTIMIZERS = {"Adam": torch.optim.Adam}
+STATE_KEYS = ("model", "ema", "optimizer", "step", "rng")
+RNG_KEYS = ("generator", "torch", "cuda")
+# How this process runs its optimizer, not what it learned: kept from the optimizer restored into rather than
+# taken from the file, so a run saved with fused CUDA Adam resumes on a CPU and back.
+IMPLEMENTATION_FLAGS = ("foreach", "fused", "capturable")
+
+
+def make_optimizer(params: Iterable[nn.Parameter], lr: float, beta1: float = 0.9, eps: float = 1e-8,
+                   weight_decay: float = 0.0, optimizer: str = "Adam") -> torch.optim.Optimizer:
+    """The original's optimizer: Adam with betas (beta1, 0.999), fused when every parameter is on a GPU.
+
+    Args:
+        params: all the network's parameters, frozen ones included (as the original, so optimizer states
+            index `model.parameters()`); those without gradients are skipped by the step.
+        lr, beta1, eps, weight_decay: `config.optim.lr`, `.beta1`, `.eps`, `.weight_decay`.
+        optimizer: `config.optim.optimizer`; one of OPTIMIZERS.
+    """
+    optimizer_class = lookup(OPTIMIZERS, optimizer, "optimizer")
+    params = list(params)
+    fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    return optimizer_class(params, lr=lr, betas=(beta1, 0.999), eps=eps, weight_decay=weight_decay,
+                           fused=fused or None)
+
+
+def learning_rate(step: int, lr: float, warmup: int) -> float:
+    """The learning rate of the step numbered `step` (0 for the first): linear warm-up over `warmup` steps,
+    lr·min(step / warmup, 1), as the original's optimize_fn; `lr` throughout when warmup <= 0.
+
+    The first step (step 0) of a warmed-up run thus has learning rate 0, as in the original.
+    """
+    if warmup <= 0:
+        return lr
+    return lr * min(step / warmup, 1.0)
+
+
+def optimize(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor], step: int, lr: float,
+             warmup: int, grad_clip: float) -> torch.Tensor | None:
+    """Set the warmed-up learning rate, clip the gradients' global norm to grad_clip (when >= 0) and step.
+
+    Returns:
+        the gradients' global norm before clipping, a 0-d tensor on their device (no host sync), or None
+        when grad_clip < 0.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(step, lr, warmup)
+    norm = None
+    if grad_clip >= 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm=grad_clip)
+    optimizer.step()
+    return norm
+
+
+@dataclasses.dataclass
+class TrainState:
+    """What training carries from step to step, and what a checkpoint holds.
+
+    Attributes:
+        model: the score network.
+        ema: the exponential moving average of its trainable parameters.
+        optimizer: built over `model.parameters()`.
+        step: the number of optimisation steps taken.
+        generator: the source of the training losses' randomness (times, noise levels, noise), on the
+            batches' device; None draws from torch's global generator.
+    """
+
+    model: nn.Module
+    ema: ExponentialMovingAverage
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    generator: torch.Generator | None = None
+
+    def state_dict(self) -> dict:
+        """{'model', 'ema', 'optimizer', 'step', 'rng'}: tensors, numbers and containers only, so
+        `torch.load(weights_only=True)` reads them."""
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "step": int(self.step), "rng": self.rng_state()}
+
+    def rng_state(self) -> dict:
+        """The training generator's state and torch's global ones, which dropout draws from: the CPU one,
+        and the CUDA one of the model's device when it is a GPU."""
+        device = model_device(self.model)
+        return {"generator": None if self.generator is None else self.generator.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Load a `state_dict()` strictly: every part is checked before anything is overwritten.
+
+        The global CUDA generator is restored only when both the checkpoint and the model are on a GPU: a
+        run moved between CPU and GPU cannot repeat its dropout masks anyway.
+
+        Raises:
+            ValueError: naming missing or unexpected keys, shape mismatches or RNG states that do not fit.
+        """
+        check_train_state(self, state_dict)
+        self.model.load_state_dict(state_dict["model"], strict=True)
+        self.ema.load_state_dict(state_dict["ema"])
+        self.optimizer.load_state_dict(keep_implementation(self.optimizer, state_dict["optimizer"]))
+        self.step = state_dict["step"]
+        rng = state_dict["rng"]
+        if self.generator is not None:
+            self.generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        device = model_device(self.model)
+        if rng["cuda"] is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (the CPU for a model without parameters)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
+def keep_implementation(optimizer, optimizer_state):
+    """optimizer_state with each parameter group's IMPLEMENTATION_FLAGS taken from `optimizer`."""
+    groups = [{**saved, **{k: own[k] for k in IMPLEMENTATION_FLAGS if k in own}}
+              for saved, own in zip(optimizer_state["param_groups"], optimizer.param_groups)]
+    return {**optimizer_state, "param_groups": groups}
+
+
+def _keys_problem(what, got, expected):
+    """A message naming the missing and unexpected keys of a mapping, or None when they agree."""
+    if not isinstance(got, Mapping):
+        return f"{what} must be a dict, got {type(got).__name__}"
+    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected), key=str)
+    if missing or unexpected:
+        return f"{what}: missing keys {missing}, unexpected keys {unexpected}"
+    return None
+
+
+def _check_keys(what, got, expected):
+    problem = _keys_problem(what, got, expected)
+    if problem:
+        raise ValueError(problem)
+
+
+def check_ema_state(ema: ExponentialMovingAverage, ema_state) -> None:
+    """ValueError naming missing or unexpected shadow names and shape mismatches."""
+    _check_keys("'ema'", ema_state, ("decay", "num_updates", "shadow_params"))
+    shadow = ema_state["shadow_params"]
+    _check_keys("'ema' shadow_params", shadow, ema.shadow)
+    wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(ema.shadow[k].shape)}"
+             for k, v in shadow.items() if v.shape != ema.shadow[k].shape]
+    if wrong:
+        raise ValueError(f"'ema' shape mismatches: {wrong}")
+    if not 0.0 <= ema_state["decay"] <= 1.0:
+        raise ValueError(f"'ema' decay must lie in [0, 1], got {ema_state['decay']}")
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, optimizer_state) -> None:
+    """ValueError when the saved parameter groups or per-parameter state do not fit the optimizer."""
+    _check_keys("'optimizer'", optimizer_state, ("state", "param_groups"))
+    saved, own = optimizer_state["param_groups"], optimizer.param_groups
+    sizes, own_sizes = [len(g["params"]) for g in saved], [len(g["params"]) for g in own]
+    if sizes != own_sizes:
+        raise ValueError(f"'optimizer' parameter groups hold {sizes} parameters, the optimizer's {own_sizes}")
+    params = {i: p for s, g in zip(saved, own) for i, p in zip(s["params"], g["params"])}
+    unknown = sorted(set(optimizer_state["state"]) - set(params), key=str)
+    if unknown:
+        raise ValueError(f"'optimizer' state for unknown parameter indices {unknown}")
+    wrong = [f"{i}.{k}: checkpoint {tuple(v.shape)} vs parameter {tuple(params[i].shape)}"
+             for i, entry in optimizer_state["state"].items() for k, v in entry.items()
+             if torch.is_tensor(v) and v.ndim > 0 and v.shape != params[i].shape]
+    if wrong:
+        raise ValueError(f"'optimizer' state shape mismatches: {wrong}")
+
+
+def check_rng_state(state: TrainState, rng) -> None:
+    """ValueError when the saved generator states cannot be set: the training generator present in one and
+    not the other, or of another kind (a CPU generator's state does not fit a CUDA one)."""
+    _check_keys("'rng'", rng, RNG_KEYS)
+    expected = {"generator": None if state.generator is None else state.generator.get_state(),
+                "torch": torch.get_rng_state()}
+    for name, own in expected.items():
+        saved = rng[name]
+        if (own is None) != (saved is None):
+            raise ValueError(f"'rng' {name}: the checkpoint has {'no' if saved is None else 'a'} state, the "
+                             f"training state {'none' if own is None else 'one'}")
+        if own is not None and (not torch.is_tensor(saved) or saved.shape != own.shape
+                                or saved.dtype != own.dtype):
+            raise ValueError(f"'rng' {name}: the saved state is not a {own.dtype} tensor of shape "
+                             f"{tuple(own.shape)} (a generator on another kind of device?)")
+
+
+def check_train_state(state: TrainState, state_dict) -> None:
+    """ValueError naming what in state_dict does not fit state; checks everything, changes nothing."""
+    problem = _keys_problem("the checkpoint", state_dict, STATE_KEYS)
+    if problem:
+        raise ValueError(problem + " (a checkpoint of the original implementation is read by "
+                         "score_sde.models.load_reference_checkpoint)")
+    if not isinstance(state_dict["model"], Mapping):
+        raise ValueError(f"'model' must be a state dict, got {type(state_dict['model']).__name__}")
+    check_state_dict(state.model, state_dict["model"])
+    check_ema_state(state.ema, state_dict["ema"])
+    check_optimizer_state(state.optimizer, state_dict["optimizer"])
+    if not isinstance(state_dict["step"], int):
+        raise ValueError(f"'step' must be an int, got {type(state_dict['step']).__name__}")
+    check_rng_state(state, state_dict["rng"])
+
+
+def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
+              likelihood_weighting: bool = False, eps: float = 1e-5, train: bool = True):
+    """The training objective as loss_fn(state, batch, generator=None) -> scalar, as the original's
+    get_step_fn builds it: `get_loss_fn` applied to the network as a score function (continuous; see
+    get_score_fn) or as the raw network (x, integer labels) of the discrete SMLD / DDPM losses.
+
+    Args:
+        sde: the forward SDE; discrete training needs a VESDE (SMLD) or a VPSDE (DDPM).
+        continuous, reduce_mean, likelihood_weighting, eps: `config.training.continuous`, `.reduce_mean`,
+            `.likelihood_weighting` and the smallest training time (the original's 1e-5).
+        train: run the network in train mode (dropout on); evaluation uses train=False.
+    """
+    objective_fn = get_loss_fn(sde, continuous, reduce_mean, likelihood_weighting, eps)
+
+    def loss_fn(state, batch, generator=None):
+        if continuous:
+            network_fn = get_score_fn(sde, state.model, continuous=True, train=train)
+        else:
+            network_fn = get_model_fn(state.model, train=train)
+        return objective_fn(network_fn, batch, generator)
+
+    return loss_fn
+
+
+def train_step(state: TrainState, batch: torch.Tensor, loss_fn, lr: float, warmup: int = 0,
+               grad_clip: float = -1.0) -> torch.Tensor:
+    """One optimisation step on batch [B, ...], drawing its randomness from state.generator.
+
+    Args:
+        loss_fn: from `make_loss(..., train=True)`.
+        lr, warmup, grad_clip: `config.optim.lr`, `.warmup` (steps), `.grad_clip` (global norm; < 0: none).
+
+    Returns:
+        the loss before the step, a detached 0-d tensor on the batch's device.
+    """
+    state.optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(state, batch, state.generator)
+    loss.backward()
+    optimize(state.optimizer, state.model.parameters(), state.step, lr, warmup, grad_clip)
+    state.step += 1
+    state.ema.update(state.model)
+    return loss.detach()
+
+
+@torch.no_grad()
+def eval_step(state: TrainState, batch: torch.Tensor, loss_fn, generator: torch.Generator | None = None
+              ) -> torch.Tensor:
+    """The loss on batch [B, ...] of the EMA weights (as the original evaluates), without gradients.
+
+    Args:
+        loss_fn: from `make_loss(..., train=False)`.
+        generator: evaluation randomness, kept apart from the training stream.
+    """
+    with state.ema.average_parameters(state.model):
+        return loss_fn(state, batch, generator)
+
+
+def save_checkpoint(path: str | os.PathLike, state: TrainState) -> Path:
+    """Write state.state_dict() to path atomically: into path + '.tmp', synced, then renamed over path, so
+    an interruption leaves the previous checkpoint whole. Creates the parent directories; returns the path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state.state_dict(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if os.name == "posix":  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return path
+
+
+def read_checkpoint(path: Path):
+    """The object stored at path, read with weights_only=True; ValueError naming the file if unreadable."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"cannot read checkpoint {path}: it is corrupt, or holds objects other than "
+                         f"tensors, numbers and containers (an original-implementation checkpoint is read by "
+                         f"load_reference_checkpoint). Details: {error}") from error
+    except Exception as error:  # torch.load reports a damaged file as RuntimeError, OSError, EOFError, ...
+        raise ValueError(f"cannot read checkpoint {path} (corrupt or truncated?): "
+                         f"{type(error).__name__}: {error}") from error
+
+
+def restore_checkpoint(path: str | os.PathLike, state: TrainState, missing_ok: bool = False) -> TrainState:
+    """Load the checkpoint at path into state (strictly) and return it.
+
+    Args:
+        missing_ok: return state unchanged when there is no file at path (a run that starts afresh).
+
+    Raises:
+        FileNotFoundError: no file at path and not missing_ok.
+        ValueError: the file is unreadable or does not fit state; the message names the file, and state is
+            left as it was.
+    """
+    path = Path(path)
+    if not path.exists():
+        if missing_ok:
+            return state
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    state_dict = read_checkpoint(path)
+    try:
+        state.load_state_dict(state_dict)
+    except ValueError as error:
+        raise ValueError(f"checkpoint {path} does not fit the training state: {error}") from error
+    return state
