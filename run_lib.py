@@ -1,0 +1,318 @@
+"""The command line's work: train, sample, likelihood and evaluate, each on a config and a work directory.
+
+This is the only module that reads a ConfigDict (with create_model): here it becomes an SDE, a network, a
+training state and keyword arguments, once. Workdir layout (DESIGN.md): config.json, checkpoints/
+checkpoint_<n>.pth every snapshot_freq steps, checkpoints-meta/checkpoint.pth (the resume point, written
+atomically every snapshot_freq_for_preemption steps), samples/, likelihood/, eval/.
+"""
+import itertools
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from score_sde import data
+from score_sde import train as training
+from score_sde.likelihood import bits_per_dim, log_likelihood
+from score_sde.models import ExponentialMovingAverage, create_model, get_score_fn, load_reference_checkpoint
+from score_sde.plots import save_samples_png
+from score_sde.sampling import ode_sample, pc_sample
+from score_sde.sde import VESDE, VPSDE, subVPSDE
+
+SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
+
+
+# ---- config -> objects ----
+
+
+def build_sde(config):
+    """The training SDE and its sampling eps (1e-3 for VP and sub-VP, 1e-5 for VE, as the original)."""
+    name, m = config.training.sde.lower(), config.model
+    if name not in SDES:
+        raise ValueError(f"unknown training.sde {config.training.sde!r}; expected one of {sorted(SDES)}")
+    if name == "vesde":
+        return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales), 1e-5
+    return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales), 1e-3
+
+
+def device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_state(config):
+    """A fresh TrainState on the device: network, EMA, optimizer and the training generator."""
+    torch.manual_seed(config.seed)
+    model = create_model(config).to(device())
+    o = config.optim
+    optimizer = training.make_optimizer(model.parameters(), o.lr, o.beta1, o.eps, o.weight_decay, o.optimizer)
+    generator = torch.Generator(device()).manual_seed(config.seed)
+    return training.TrainState(model, ExponentialMovingAverage(model, config.model.ema_rate), optimizer, 0,
+                               generator)
+
+
+def loss_kwargs(config, train):
+    t = config.training
+    return dict(continuous=t.continuous, reduce_mean=t.reduce_mean,
+                likelihood_weighting=t.likelihood_weighting, train=train)
+
+
+def sampler_kwargs(config):
+    """config.sampling knob names -> sampler argument names, in one place."""
+    s = config.sampling
+    if s.method == "pc":
+        return dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each,
+                    probability_flow=s.probability_flow, denoise=s.noise_removal)
+    if s.method == "ode":
+        return dict(denoise=s.noise_removal)
+    raise ValueError(f"unknown sampling.method {s.method!r}; expected one of ['ode', 'pc']")
+
+
+def sample_shape(config, batch_size):
+    d = config.data
+    if d.dataset in data.TOYS:
+        return (batch_size, d.get("dim", 2))
+    return (batch_size, d.num_channels, d.image_size, d.image_size)
+
+
+def draw_samples(config, sde, eps, model, batch_size, generator, progress=True):
+    """Samples in data space (inverse scaler applied) from the model's score, by the configured sampler."""
+    score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
+    sampler = pc_sample if config.sampling.method == "pc" else ode_sample
+    with torch.no_grad() if config.sampling.method == "pc" else torch.enable_grad():
+        x, nfe = sampler(sde, score_fn, sample_shape(config, batch_size), eps=eps, generator=generator,
+                         device=device(), progress=progress, **sampler_kwargs(config))
+    return data.get_data_inverse_scaler(config.data.centered)(x), nfe
+
+
+# ---- workdir ----
+
+
+def write_config(config, workdir):
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+
+def meta_checkpoint(workdir):
+    return workdir / "checkpoints-meta" / "checkpoint.pth"
+
+
+def latest_checkpoint(workdir):
+    """The newest checkpoints/checkpoint_<n>.pth, else the resume point; FileNotFoundError if neither."""
+    numbered = sorted(workdir.glob("checkpoints/checkpoint_*.pth"),
+                      key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
+    if numbered:
+        return numbered[-1]
+    if meta_checkpoint(workdir).is_file():
+        return meta_checkpoint(workdir)
+    raise FileNotFoundError(f"no checkpoint in {workdir}: train first (--mode train) or pass --checkpoint")
+
+
+def load_for_inference(config, workdir, checkpoint=None):
+    """The model with EMA weights from our checkpoint (the latest in workdir, or `checkpoint`), or from a
+    checkpoint of the original implementation (a dict with 'model' and 'ema' in its format)."""
+    path = Path(checkpoint) if checkpoint else latest_checkpoint(workdir)
+    state = build_state(config)
+    try:
+        state = training.restore_checkpoint(path, state)
+    except ValueError as ours:
+        if "load_reference_checkpoint" not in str(ours):
+            raise
+        reference = load_reference_checkpoint(path, config, model=state.model)
+        state.ema = reference.ema
+    state.ema.copy_to(state.model)
+    return state.model.eval(), path
+
+
+# ---- logging ----
+
+
+class Logger:
+    """wandb (offline unless WANDB_API_KEY or WANDB_MODE says otherwise) plus a JSON-lines log in workdir."""
+
+    def __init__(self, config, workdir):
+        import wandb  # imported here: it is slow to import and only the logging modes need it
+
+        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        self.run = wandb.init(project="score_sde", dir=str(workdir), config=config.to_dict(), mode=mode,
+                              resume="allow", id=_run_id(workdir))
+        self.wandb = wandb
+        self.path = workdir / "log.jsonl"
+
+    def scalars(self, step, **values):
+        self.run.log(values, step=step)
+        with self.path.open("a") as f:
+            f.write(json.dumps(dict(step=step, **values)) + "\n")
+
+    def image(self, step, name, path):
+        self.run.log({name: self.wandb.Image(str(path))}, step=step)
+
+    def close(self):
+        self.run.finish()
+
+
+def _run_id(workdir):
+    """A stable wandb run id per workdir, so a resumed run continues its curves."""
+    path = workdir / "wandb_id.txt"
+    if not path.is_file():
+        path.write_text(os.urandom(6).hex())
+    return path.read_text().strip()
+
+
+# ---- modes ----
+
+
+def train(config, workdir):
+    """Train from scratch or resume from the workdir's resume point; checkpoints, samples and logs there."""
+    workdir = Path(workdir)
+    write_config(config, workdir)
+    sde, eps = build_sde(config)
+    state = training.restore_checkpoint(meta_checkpoint(workdir), build_state(config), missing_ok=True)
+    loss_fn = training.make_loss(sde, **loss_kwargs(config, train=True))
+    eval_loss_fn = training.make_loss(sde, **loss_kwargs(config, train=False))
+    logger = Logger(config, workdir)
+    try:
+        _train_loop(config, workdir, sde, eps, state, loss_fn, eval_loss_fn, logger)
+    finally:
+        logger.close()
+    return state
+
+
+def _segment_batches(config, split, step):
+    """The data stream from `step` on, seeded by (seed, step): a run resumed at a preemption checkpoint draws
+    exactly the batches the uninterrupted run drew, because both reseed at those steps."""
+    gen = torch.Generator(device()).manual_seed(config.seed * 1_000_003 + step)
+    return data.batches(config, split, generator=gen)
+
+
+def _train_loop(config, workdir, sde, eps, state, loss_fn, eval_loss_fn, logger):
+    t = config.training
+    preempt = t.snapshot_freq_for_preemption
+    eval_gen = torch.Generator(device()).manual_seed(config.seed + 1)
+    eval_batches = data.batches(config, "test", generator=torch.Generator(device()).manual_seed(config.seed))
+    # (an endless stream: the evaluation loss is a running check, one batch every eval_freq steps)
+    bar = tqdm(total=t.n_iters, initial=state.step, desc="training", unit="step")
+    while state.step < t.n_iters:
+        train_batches = _segment_batches(config, "train", state.step)
+        for batch in train_batches:
+            loss = training.train_step(state, batch, loss_fn, config.optim.lr, config.optim.warmup,
+                                       config.optim.grad_clip)
+            bar.update(1)
+            if state.step % t.log_freq == 0:
+                value = loss.item()  # the one host read, every log_freq steps
+                bar.set_postfix(loss=f"{value:.4f}")
+                logger.scalars(state.step, training_loss=value)
+            if state.step % t.eval_freq == 0:
+                eval_loss = training.eval_step(state, next(eval_batches), eval_loss_fn, eval_gen)
+                logger.scalars(state.step, eval_loss=eval_loss.item())
+            if state.step % t.snapshot_freq == 0 or state.step == t.n_iters:
+                _snapshot(config, workdir, sde, eps, state, logger)
+            if state.step % preempt == 0 or state.step == t.n_iters:
+                training.save_checkpoint(meta_checkpoint(workdir), state)
+                break  # reseed the data stream at every resume point
+    bar.close()
+
+
+def _snapshot(config, workdir, sde, eps, state, logger):
+    """A numbered checkpoint and, if configured, samples drawn with the EMA weights."""
+    number = state.step // config.training.snapshot_freq
+    training.save_checkpoint(workdir / "checkpoints" / f"checkpoint_{number}.pth", state)
+    if not config.training.snapshot_sampling:
+        return
+    gen = torch.Generator(device()).manual_seed(config.seed + state.step)
+    with state.ema.average_parameters(state.model):
+        samples, _ = draw_samples(config, sde, eps, state.model, _snapshot_size(config), gen, progress=False)
+    path = workdir / "samples" / f"iter_{state.step}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_samples_png(path, samples, reference=_reference_points(config, len(samples)))
+    logger.image(state.step, "samples", path)
+
+
+def _snapshot_size(config):
+    return 1000 if config.data.dataset in data.TOYS else min(64, config.training.batch_size)
+
+
+def _reference_points(config, num):
+    """Data points to plot next to 2-D samples (None for images)."""
+    if config.data.dataset not in data.TOYS:
+        return None
+    gen = torch.Generator().manual_seed(0)
+    return data.toy_batch(config.data.dataset, num, gen, config.data.get("dim", 2))
+
+
+def sample(config, workdir, checkpoint=None):
+    """Draw config.eval.batch_size samples with the EMA weights; write a PNG and an .npz."""
+    workdir = Path(workdir)
+    sde, eps = build_sde(config)
+    model, path = load_for_inference(config, workdir, checkpoint)
+    gen = torch.Generator(device()).manual_seed(config.seed)
+    samples, nfe = draw_samples(config, sde, eps, model, config.eval.batch_size, gen)
+    out = workdir / "samples"
+    out.mkdir(parents=True, exist_ok=True)
+    save_samples_png(out / "sample.png", samples, reference=_reference_points(config, len(samples)))
+    np.savez_compressed(out / "samples.npz", samples=samples.cpu().numpy())
+    print(f"{len(samples)} samples from {path} ({nfe} score evaluations) -> {out}")
+    return samples
+
+
+def likelihood(config, workdir, checkpoint=None):
+    """Log-likelihood of the config.eval.bpd_dataset split through the probability-flow ODE: bits/dim for
+    images (dequantized, as the original), nats per point for toy data; mean ± standard error, and an .npz
+    of the per-item values."""
+    workdir = Path(workdir)
+    sde, _ = build_sde(config)
+    model, path = load_for_inference(config, workdir, checkpoint)
+    score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
+    gen = torch.Generator(device()).manual_seed(config.seed)
+    toy = config.data.dataset in data.TOYS
+    values = []
+    split_batches = data.batches(config, "test" if config.eval.bpd_dataset == "test" else "train",
+                                 batch_size=config.eval.batch_size, generator=gen, epochs=1)
+    if toy:  # toy data never ends: one batch of fresh points is the held-out set
+        split_batches = itertools.islice(split_batches, 1)
+    for batch in tqdm(split_batches, desc="likelihood", unit="batch"):
+        logp, _, _ = log_likelihood(sde, score_fn, batch, eps=1e-5, generator=gen)
+        values.append(logp if toy else bits_per_dim(logp, batch.shape, centered=config.data.centered))
+    values = torch.cat(values).double().cpu()
+    unit = "nats" if toy else "bits/dim"
+    summary = dict(checkpoint=str(path), unit=unit, count=len(values), mean=values.mean().item(),
+                   stderr=values.std().item() / math.sqrt(len(values)))
+    out = workdir / "likelihood"
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "values.npz", values=values.numpy())
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"{config.eval.bpd_dataset}: {summary['mean']:.4f} ± {summary['stderr']:.4f} {unit} "
+          f"over {len(values)} items ({path})")
+    return summary
+
+
+def evaluate(config, workdir, checkpoint=None):
+    """For the latest (or given) checkpoint: test loss, likelihood and samples, as config.eval enables."""
+    workdir = Path(workdir)
+    results = {}
+    if config.eval.enable_loss:
+        results["test_loss"] = _test_loss(config, workdir, checkpoint)
+    if config.eval.enable_bpd:
+        results["likelihood"] = likelihood(config, workdir, checkpoint)
+    if config.eval.enable_sampling:
+        results["num_samples"] = len(sample(config, workdir, checkpoint))
+    out = workdir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return results
+
+
+def _test_loss(config, workdir, checkpoint):
+    path = Path(checkpoint) if checkpoint else latest_checkpoint(workdir)
+    state = training.restore_checkpoint(path, build_state(config))
+    sde, _ = build_sde(config)
+    loss_fn = training.make_loss(sde, **loss_kwargs(config, train=False))
+    gen = torch.Generator(device()).manual_seed(config.seed)
+    batches = data.batches(config, "test", batch_size=config.eval.batch_size, generator=gen, epochs=1)
+    losses = [training.eval_step(state, batch, loss_fn, gen) for batch in batches]
+    return torch.stack(losses).mean().item()

@@ -1,0 +1,340 @@
+"""Data: scalers, augmentation, toys against their exact distribution, MNIST from the shared idx files,
+clear errors for missing datasets, and the seeded, sharded batch iterator."""
+import gzip
+import shutil
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pytest
+import torch
+from exact import assert_matches_two_modes
+from PIL import Image
+
+from score_sde import data
+
+MNIST_DIR = Path("/work/shared/data/mnist")
+needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+                                 reason=f"the MNIST test split is not in {MNIST_DIR}")
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def make_config(dataset="synthetic", image_size=8, num_channels=3, batch_size=16, **data_kwargs):
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    knobs = dict(random_flip=False, centered=False, uniform_dequantization=False) | data_kwargs
+    config.data = ml_collections.ConfigDict(dict(dataset=dataset, image_size=image_size,
+                                                 num_channels=num_channels, **knobs))
+    config.training = ml_collections.ConfigDict(dict(batch_size=batch_size))
+    config.eval = ml_collections.ConfigDict(dict(batch_size=batch_size))
+    return config
+
+
+def synthetic_images(split, image_size=8, num_channels=3):
+    dataset = data.image_dataset("synthetic", "unused", split, image_size, num_channels)
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
+def as_rows(x):
+    return {tuple(row.tolist()) for row in x.flatten(1)}
+
+
+# Scalers and augmentation.
+
+
+@pytest.mark.parametrize("centered", [True, False])
+def test_scalers_map_unit_interval_and_invert(centered):
+    x = torch.rand(4, 3, 5, 5, generator=gen(), dtype=torch.float64)
+    y = data.get_data_scaler(centered)(x)
+    torch.testing.assert_close(y, 2 * x - 1 if centered else x)
+    torch.testing.assert_close(data.get_data_inverse_scaler(centered)(y), x)
+
+
+@pytest.mark.parametrize("shape", [(256, 3, 4, 6), (256, 5)])
+def test_random_flip_mirrors_about_half_of_the_samples(shape):
+    x = torch.rand(*shape, generator=gen())
+    y = data.random_flip(x, gen(1))
+    same = (y == x).flatten(1).all(1)
+    mirrored = (y == x.flip(-1)).flatten(1).all(1)
+    assert (same | mirrored).all()
+    assert 96 < mirrored.sum().item() < 160  # Binomial(256, 1/2): mean 128, sd 8
+    torch.testing.assert_close(data.random_flip(x, gen(1)), y)
+
+
+def test_uniform_dequantization_spreads_each_level_over_its_bin():
+    levels = torch.randint(0, 256, (64, 3, 8, 8), generator=gen())
+    y = data.uniform_dequantize(levels / 255.0, gen(1))
+    assert torch.equal(torch.floor(y * 256).long(), levels)  # (k + u) / 256 stays in [k/256, (k+1)/256)
+    u = y * 256 - levels
+    assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.005
+    torch.testing.assert_close(data.uniform_dequantize(levels / 255.0, gen(1)), y)
+
+
+# Toys.
+
+
+@pytest.mark.parametrize("name", sorted(data.TOYS))
+def test_toys_shape_range_and_determinism(name):
+    x = data.toy_batch(name, 5000, gen(0))
+    assert x.shape == (5000, 2) and x.dtype == torch.get_default_dtype()
+    bound = 12.0 if name == "gaussian_mixture" else 6.0
+    assert x.abs().max() < bound and (x.std(0) > 1.0).all()  # spread over about ±5
+    assert torch.equal(data.toy_batch(name, 5000, gen(0)), x)
+    assert not torch.equal(data.toy_batch(name, 5000, gen(1)), x)
+
+
+def test_checkerboard_points_lie_on_the_dark_squares():
+    x = data.toy_batch("checkerboard", 5000, gen(), dtype=torch.float64)
+    squares = torch.floor(x / 2.5).long()
+    assert ((squares.sum(1) % 2) == 0).all() and (x.abs() <= 5).all()
+
+
+def test_gaussian_mixture_toy_has_its_distribution_moments():
+    mix = data.toy_distribution("gaussian_mixture")
+    x = data.toy_batch("gaussian_mixture", 20000, gen(), dtype=torch.float64)
+    assert_matches_two_modes(x, weight=0.8, weight_tol=0.01)
+    w, means = mix.weights, mix.means
+    mean = (w[:, None] * means).sum(0)
+    centred = means - mean
+    spread = (w[:, None, None] * centred[:, :, None] * centred[:, None, :]).sum(0)
+    cov = torch.eye(2, dtype=torch.float64) + spread
+    torch.testing.assert_close(x.mean(0), mean, atol=0.1, rtol=0)  # (3, 3)
+    torch.testing.assert_close(torch.cov(x.T), cov, atol=0.5, rtol=0.03)  # I + 16·11ᵀ
+
+
+def test_gaussian_mixture_toy_draws_as_its_distribution_samples():
+    x = data.toy_batch("gaussian_mixture", 100, gen(3), dtype=torch.float64)
+    torch.testing.assert_close(x, data.toy_distribution("gaussian_mixture").sample(100, generator=gen(3)))
+
+
+def test_toy_distribution_only_for_the_mixture_and_errors_name_the_choices():
+    assert data.toy_distribution("gaussian_mixture", dim=3).event_shape == (3,)
+    assert data.toy_batch("gaussian_mixture", 7, gen(), dim=3).shape == (7, 3)
+    assert all(data.toy_distribution(name) is None for name in data.TOYS if name != "gaussian_mixture")
+    with pytest.raises(ValueError, match="checkerboard"):
+        data.toy_batch("spiral", 4, gen())
+    with pytest.raises(ValueError, match="2-D"):
+        data.toy_batch("two_moons", 4, gen(), dim=3)
+
+
+# Image datasets.
+
+
+@needs_mnist
+def test_mnist_test_split_loads_from_the_shared_idx_files():
+    dataset = data.image_dataset("MNIST", MNIST_DIR, "test", image_size=28, num_channels=1)
+    assert len(dataset) == 10_000
+    x, label = dataset[0]
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and label == 7  # the known first test label
+    assert x.min() == 0 and x.max() <= 1 and torch.equal(torch.round(x * 255), x * 255)
+    y, _ = data.image_dataset("MNIST", MNIST_DIR, "test", image_size=32, num_channels=1)[0]
+    assert y.shape == (1, 32, 32) and y.min() >= 0 and y.max() <= 1
+    torch.testing.assert_close(y.mean(), x.mean(), atol=0.01, rtol=0)
+
+
+@needs_mnist
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_mnist_reads_torchvision_layout_gzipped_or_not(tmp_path, gzipped):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in MNIST_DIR.glob("t10k-*.gz"):
+        if gzipped:
+            (raw / source.name).symlink_to(source)
+        else:
+            with gzip.open(source, "rb") as f_in, open(raw / source.stem, "wb") as f_out:
+                shutil.copyfileobj(f_in, f_out)
+    dataset = data.image_dataset("MNIST", tmp_path, "test", image_size=28, num_channels=1)
+    reference = data.image_dataset("MNIST", MNIST_DIR, "test", image_size=28, num_channels=1)
+    assert len(dataset) == 10_000 and torch.equal(dataset.images, reference.images)
+    assert torch.equal(dataset.labels, reference.labels)
+
+
+def test_read_idx_rejects_other_files(tmp_path):
+    path = tmp_path / "not-idx"
+    path.write_bytes(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + bytes(12))  # float32 payload
+    with pytest.raises(ValueError, match="unsigned bytes"):
+        data.read_idx(path)
+
+
+def test_missing_cifar10_names_the_path_and_the_download_flag(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        data.image_dataset("CIFAR10", tmp_path, "train", image_size=32, num_channels=3)
+    message = str(info.value)
+    assert str(tmp_path / "cifar-10-batches-py") in message and "--config.data.download=True" in message
+
+
+def test_missing_mnist_names_both_folders(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        data.image_dataset("MNIST", tmp_path, "train", image_size=28, num_channels=1)
+    message = str(info.value)
+    assert str(tmp_path / "MNIST" / "raw") in message and "train-images-idx3-ubyte" in message
+    assert "--config.data.download=True" in message
+
+
+def test_datasets_torchvision_cannot_download_say_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cannot be downloaded") as info:
+        data.image_dataset("LSUN", tmp_path, "test", 64, 3, category="church_outdoor")
+    assert str(tmp_path / "church_outdoor_val_lmdb") in str(info.value)
+    with pytest.raises(FileNotFoundError, match="cannot be downloaded"):
+        data.image_dataset("FFHQ", tmp_path, "train", 64, 3)
+
+
+def test_bad_names_splits_and_channels_raise_value_errors(tmp_path):
+    with pytest.raises(ValueError, match="CIFAR10"):
+        data.image_dataset("CIFAR100", tmp_path, "train", 32, 3)
+    with pytest.raises(ValueError, match="'validation'"):
+        data.image_dataset("synthetic", tmp_path, "validation", 32, 3)
+    with pytest.raises(ValueError, match="channel"):
+        data.image_dataset("MNIST", tmp_path, "test", 28, 3)
+    with pytest.raises(ValueError, match="category"):
+        data.image_dataset("LSUN", tmp_path, "train", 64, 3)
+
+
+def test_image_folder_reads_nested_files_crops_to_square_and_resizes(tmp_path):
+    folder = tmp_path / "CelebAHQ" / "part"
+    folder.mkdir(parents=True)
+    wide = torch.zeros(3, 40, 60, dtype=torch.uint8)
+    wide[:, :, 10:50] = 255  # white exactly on the central 40×40 square
+    Image.fromarray(wide.permute(1, 2, 0).numpy()).save(folder / "b.png")
+    Image.fromarray(torch.full((50, 50), 128, dtype=torch.uint8).numpy()).save(folder / "a.png")
+    dataset = data.image_dataset("CelebAHQ", tmp_path, "train", image_size=16, num_channels=3)
+    assert len(dataset) == 2
+    (grey, label), (white, _) = dataset[0], dataset[1]
+    assert grey.shape == white.shape == (3, 16, 16) and label == 0
+    torch.testing.assert_close(grey, torch.full_like(grey, 128 / 255))
+    torch.testing.assert_close(white, torch.ones_like(white))
+
+
+def test_resize_downsamples_like_pil_with_antialiasing():
+    x = torch.rand(1, 64, 48, generator=gen())
+    ours = data.resize(x, 16)
+    pil = Image.fromarray(x[0].numpy()).resize((16, 16), Image.BILINEAR)  # float32 "F" image
+    torch.testing.assert_close(ours[0], torch.tensor(np.asarray(pil)), atol=1e-4, rtol=0)
+
+
+def test_center_crop_takes_the_original_offsets():
+    x = torch.arange(218 * 178).reshape(1, 218, 178)
+    crop = data.center_crop(x, 140)  # CelebA: offsets (218 − 140) // 2 = 39 and (178 − 140) // 2 = 19
+    assert crop.shape == (1, 140, 140) and crop[0, 0, 0] == 39 * 178 + 19
+    assert data.crop_to_square(x).shape == (1, 178, 178)
+
+
+def test_synthetic_dataset_is_deterministic_and_splits_differ():
+    train = synthetic_images("train")
+    assert train.shape == (data.SYNTHETIC_SIZES["train"], 3, 8, 8)
+    assert torch.equal(synthetic_images("train"), train)
+    assert torch.equal(torch.round(train * 255), train * 255)  # 8-bit levels, so dequantization applies
+    assert not as_rows(train) & as_rows(synthetic_images("test"))
+
+
+# The batch iterator.
+
+
+@pytest.mark.parametrize("centered", [True, False])
+def test_test_batches_are_the_scaled_dataset_in_order(centered):
+    config = make_config(centered=centered)
+    images = synthetic_images("test")
+    got = torch.cat(list(data.batches(config, "test", epochs=1)))
+    torch.testing.assert_close(got, data.get_data_scaler(centered)(images))
+
+
+def test_train_batches_are_full_shuffled_and_cover_an_epoch_once():
+    config = make_config(batch_size=48)
+    stream = list(data.batches(config, "train", generator=gen(), epochs=2))
+    n = data.SYNTHETIC_SIZES["train"]
+    assert len(stream) == 2 * (n // 48) and all(x.shape == (48, 3, 8, 8) for x in stream)
+    first_epoch = torch.cat(stream[:n // 48])
+    assert len(as_rows(first_epoch)) == len(first_epoch)  # no image twice within an epoch
+    assert as_rows(first_epoch) <= as_rows(synthetic_images("train"))
+    assert not torch.equal(first_epoch[:48], synthetic_images("train")[:48])
+
+
+def test_batches_are_deterministic_given_the_generator_seed():
+    config = make_config(random_flip=True, uniform_dequantization=True, centered=True)
+
+    def take(seed, count=5):
+        stream = data.batches(config, "train", generator=gen(seed))
+        return torch.stack([next(stream) for _ in range(count)])
+
+    assert torch.equal(take(0), take(0))
+    assert not torch.equal(take(0), take(1))
+    assert take(0).min() >= -1 and take(0).max() < 1
+
+
+def test_flip_only_in_training_and_dequantization_in_both():
+    config = make_config(random_flip=True, uniform_dequantization=True)
+    images = synthetic_images("test")
+    test = torch.cat(list(data.batches(config, "test", epochs=1)))
+    assert torch.equal(torch.floor(test * 256), torch.round(images * 255))  # dequantized, never mirrored
+    config.data.uniform_dequantization = False
+    train = torch.cat(list(data.batches(config, "train", epochs=1)))
+    originals = as_rows(synthetic_images("train"))
+    mirrored = sum(row not in originals for row in as_rows(train))
+    assert 0 < mirrored < len(train)
+    assert as_rows(train) <= originals | as_rows(synthetic_images("train").flip(-1))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_two_ranks_get_disjoint_halves(split):
+    config = make_config()
+    shards = [torch.cat(list(data.batches(config, split, 16, gen(5), rank=rank, world_size=2, epochs=1)))
+              for rank in (0, 1)]
+    rows = [as_rows(shard) for shard in shards]
+    n = data.SYNTHETIC_SIZES[split]
+    assert len(rows[0]) == len(rows[1]) == n // 2 and not rows[0] & rows[1]
+    assert rows[0] | rows[1] == as_rows(synthetic_images(split))
+
+
+def test_batch_size_defaults_to_the_configs_share_per_rank():
+    config = make_config(batch_size=32)
+    assert next(data.batches(config, "train", rank=1, world_size=2)).shape[0] == 16
+    with pytest.raises(ValueError, match="evenly"):
+        data.batches(config, "train", world_size=3)
+
+
+def test_index_batches_shards_like_distributed_sampler_with_drop_last():
+    parts = [list(data.index_batches(11, 2, gen(), shuffle=True, rank=r, world_size=3, drop_last=True,
+                                     epochs=1)) for r in range(3)]
+    assert all(len(p) == 1 and len(p[0]) == 2 for p in parts)  # 11 // 3 = 3 per rank, one full batch of 2
+    tails = [list(data.index_batches(11, 2, None, rank=r, world_size=3, epochs=1)) for r in range(3)]
+    assert [torch.cat(t).tolist() for t in tails] == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
+    with pytest.raises(ValueError, match="rank"):
+        data.index_batches(11, 2, rank=3, world_size=3)
+    with pytest.raises(ValueError, match="full batch"):
+        data.index_batches(11, 4, rank=0, world_size=3, drop_last=True)
+
+
+def test_worker_processes_give_the_same_stream():
+    config = make_config(random_flip=True, uniform_dequantization=True)
+    serial = list(data.batches(config, "train", generator=gen(), epochs=1))
+    config.data.num_workers = 2
+    assert torch.equal(torch.stack(list(data.batches(config, "train", generator=gen(), epochs=1))),
+                       torch.stack(serial))
+
+
+def test_toy_batches_per_rank_and_epoch():
+    config = make_config(dataset="two_moons", batch_size=1000)
+    config.data.dim = 2
+    ranks = [list(data.batches(config, "train", generator=gen(), rank=r, world_size=2, epochs=1))
+             for r in (0, 1)]
+    assert len(ranks[0]) == data.TOY_EPOCH_SIZE // 2 // 500 and ranks[0][0].shape == (500, 2)
+    assert not torch.equal(ranks[0][0], ranks[1][0])  # each rank draws its own points
+
+
+def test_a_missing_dataset_raises_when_batches_is_called(tmp_path):
+    config = make_config(dataset="CIFAR10", image_size=32, root=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+        data.batches(config, "train")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batches_come_on_the_generators_device():
+    config = make_config(random_flip=True, uniform_dequantization=True, centered=True)
+    cuda = torch.Generator("cuda").manual_seed(0)
+    x = next(data.batches(config, "train", generator=cuda))
+    assert x.device.type == "cuda" and x.shape == (16, 3, 8, 8)
+    y = next(data.batches(make_config(dataset="gaussian_mixture"), "train", generator=cuda))
+    assert y.device.type == "cuda" and y.shape == (16, 2)
