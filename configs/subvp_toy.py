@@ -1,0 +1,8 @@
+"""The 2-D toy run (vp_toy) with the sub-VP SDE. Ours."""
+from configs import vp_toy
+
+
+def get_config():
+    config = vp_toy.get_config()
+    config.training.sde = "subvpsde"
+    return config

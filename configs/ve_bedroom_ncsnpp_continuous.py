@@ -1,0 +1,11 @@
+"""NCSN++ on LSUN bedroom 256×256 with the VE SDE, continuous training (the original's
+ve/bedroom_ncsnpp_continuous): the CelebA-HQ 256 recipe with LSUN's σ_max."""
+from configs import ve_celebahq_256_ncsnpp_continuous
+
+
+def get_config():
+    config = ve_celebahq_256_ncsnpp_continuous.get_config()
+    config.data.dataset = "LSUN"
+    config.data.category = "bedroom"
+    config.model.sigma_max = 378
+    return config

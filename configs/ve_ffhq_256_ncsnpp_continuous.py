@@ -1,0 +1,9 @@
+"""NCSN++ on FFHQ 256×256 with the VE SDE, continuous training (the original's
+ve/ffhq_256_ncsnpp_continuous): the CelebA-HQ 256 recipe on FFHQ."""
+from configs import ve_celebahq_256_ncsnpp_continuous
+
+
+def get_config():
+    config = ve_celebahq_256_ncsnpp_continuous.get_config()
+    config.data.dataset = "FFHQ"
+    return config

@@ -1,0 +1,10 @@
+"""NCSN++ (deep: 8 residual blocks per resolution) on CIFAR-10 with the VE SDE, continuous training
+(the original's ve/cifar10_ncsnpp_deep_continuous)."""
+from configs import ve_ncsnpp_continuous
+
+
+def get_config():
+    config = ve_ncsnpp_continuous.get_config()
+    config.training.n_iters = 950001
+    config.model.num_res_blocks = 8
+    return config
