@@ -256,7 +256,23 @@ def sample(config, workdir, checkpoint=None):
     save_samples_png(out / "sample.png", samples, reference=_reference_points(config, len(samples)))
     np.savez_compressed(out / "samples.npz", samples=samples.cpu().numpy())
     print(f"{len(samples)} samples from {path} ({nfe} score evaluations) -> {out}")
+    quality = toy_sample_quality(config, samples)
+    if quality:
+        (out / "quality.json").write_text(json.dumps(quality, indent=2))
+        print(f"exact mean log-density of the samples {quality['samples_nats']:.3f} nats, "
+              f"of data {quality['data_nats']:.3f} nats")
     return samples
+
+
+def toy_sample_quality(config, samples):
+    """For toy data with a known density: the exact mean log-density (nats) of the samples and of as many
+    fresh data points; samples on the data give the data's value. None for other data."""
+    exact = data.toy_distribution(config.data.dataset) if config.data.dataset in data.TOYS else None
+    if exact is None:
+        return None
+    points = data.toy_batch(config.data.dataset, len(samples), torch.Generator().manual_seed(config.seed + 7))
+    return dict(samples_nats=exact.log_prob(samples.double().cpu()).mean().item(),
+                data_nats=exact.log_prob(points.double()).mean().item())
 
 
 def likelihood(config, workdir, checkpoint=None):
@@ -274,19 +290,25 @@ def likelihood(config, workdir, checkpoint=None):
                                  batch_size=config.eval.batch_size, generator=gen, epochs=1)
     if toy:  # toy data never ends: one batch of fresh points is the held-out set
         split_batches = itertools.islice(split_batches, 1)
+    points = []
     for batch in tqdm(split_batches, desc="likelihood", unit="batch"):
+        points.append(batch)
         logp, _, _ = log_likelihood(sde, score_fn, batch, eps=1e-5, generator=gen)
         values.append(logp if toy else bits_per_dim(logp, batch.shape, centered=config.data.centered))
     values = torch.cat(values).double().cpu()
     unit = "nats" if toy else "bits/dim"
     summary = dict(checkpoint=str(path), unit=unit, count=len(values), mean=values.mean().item(),
                    stderr=values.std().item() / math.sqrt(len(values)))
+    exact = data.toy_distribution(config.data.dataset) if toy else None
+    if exact is not None:  # the same held-out points' true log-density, to compare with
+        summary["exact_mean"] = exact.log_prob(torch.cat(points).double().cpu()).mean().item()
     out = workdir / "likelihood"
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "values.npz", values=values.numpy())
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    exact_text = f"; exact {summary['exact_mean']:.4f} {unit}" if "exact_mean" in summary else ""
     print(f"{config.eval.bpd_dataset}: {summary['mean']:.4f} ± {summary['stderr']:.4f} {unit} "
-          f"over {len(values)} items ({path})")
+          f"over {len(values)} items{exact_text} ({path})")
     return summary
 
 
