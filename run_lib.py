@@ -86,6 +86,8 @@ def draw_samples(config, sde, eps, model, batch_size, generator, progress=True):
     with torch.no_grad() if config.sampling.method == "pc" else torch.enable_grad():
         x, nfe = sampler(sde, score_fn, sample_shape(config, batch_size), eps=eps, generator=generator,
                          device=device(), progress=progress, **sampler_kwargs(config))
+    if config.data.dataset in data.TOYS:  # toy points are used as drawn, never scaled
+        return x, nfe
     return data.get_data_inverse_scaler(config.data.centered)(x), nfe
 
 

@@ -1,5 +1,6 @@
-"""A residual MLP on a 2-D Gaussian mixture with the VP SDE: a run of about a minute on a laptop CPU that
-shows the whole pipeline (train, sample, likelihood) on data whose exact score is known. Ours."""
+"""A residual MLP on a 2-D Gaussian mixture with the VP SDE: a run of about a minute on a CPU (5,000 steps of
+about 4 ms each on one core) that shows the whole pipeline (train, sample, likelihood) on data whose exact
+score is known. Ours: the original has no toy configs."""
 from configs.default import get_default_configs
 
 
@@ -19,8 +20,12 @@ def get_config():
     sampling = config.sampling
     sampling.method = "pc"
     sampling.predictor = "reverse_diffusion"
-    sampling.corrector = "langevin"
-    sampling.snr = 0.16
+    # No corrector: after this short run the learned score is least accurate at the smallest noise levels,
+    # where the predictor barely moves the samples but Langevin steps (snr 0.16) still do. Measured on
+    # 0.2·N((−5, −5), I) + 0.8·N((5, 5), I) (2,000 samples, N = 1000), the corrector narrowed the VP and
+    # sub-VP modes to std 0.6–0.87 and widened the VE ones to 3.5; without it every SDE gave stds 1.0–1.2
+    # and mode weights 0.80 (VP, sub-VP) and 0.76–0.78 (VE).
+    sampling.corrector = "none"
 
     evaluate = config.eval
     evaluate.begin_ckpt = 1
