@@ -22,6 +22,8 @@ config_flags.DEFINE_config_file("config", None, "Experiment: a name in configs/ 
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Work directory: checkpoints, samples, logs.")
 flags.DEFINE_enum("mode", None, sorted(MODES), "What to run.")
+flags.DEFINE_string("checkpoint", None, "sample / likelihood / eval: this checkpoint (ours, or the original "
+                    "implementation's) instead of the workdir's latest.")
 flags.mark_flags_as_required(["workdir", "config", "mode"])
 
 
@@ -39,7 +41,12 @@ def resolve_config_names(argv):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+    if FLAGS.mode == "train":
+        if FLAGS.checkpoint:
+            raise app.UsageError("--checkpoint is for sample, likelihood and eval; train resumes by itself")
+        run_lib.train(FLAGS.config, FLAGS.workdir)
+    else:
+        MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -288,7 +289,9 @@ def likelihood(config, workdir, checkpoint=None):
     gen = torch.Generator(device()).manual_seed(config.seed)
     toy = config.data.dataset in data.TOYS
     values = []
-    split_batches = data.batches(config, "test" if config.eval.bpd_dataset == "test" else "train",
+    bpd_config = ml_collections.ConfigDict(config.to_dict())
+    bpd_config.data.uniform_dequantization = not toy  # bits/dim is defined on dequantized pixels (docs/)
+    split_batches = data.batches(bpd_config, "test" if config.eval.bpd_dataset == "test" else "train",
                                  batch_size=config.eval.batch_size, generator=gen, epochs=1)
     if toy:  # toy data never ends: one batch of fresh points is the held-out set
         split_batches = itertools.islice(split_batches, 1)

@@ -329,12 +329,3 @@ def test_a_missing_dataset_raises_when_batches_is_called(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
         data.batches(config, "train")
 
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_batches_come_on_the_generators_device():
-    config = make_config(random_flip=True, uniform_dequantization=True, centered=True)
-    cuda = torch.Generator("cuda").manual_seed(0)
-    x = next(data.batches(config, "train", generator=cuda))
-    assert x.device.type == "cuda" and x.shape == (16, 3, 8, 8)
-    y = next(data.batches(make_config(dataset="gaussian_mixture"), "train", generator=cuda))
-    assert y.device.type == "cuda" and y.shape == (16, 2)
