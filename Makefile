@@ -12,10 +12,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 # Train the VP toy (2-D mixture, MLP) on the CPU, then sample it and measure its likelihood against the exact
 # density. Rerunning resumes (a finished run just re-evaluates).
+# One thread: the toy network is too small for more to help, and they contend on a shared CPU.
 demo: $(VENV)/.installed
-	$(PY) main.py --mode train --config vp_toy --workdir runs/demo
-	$(PY) main.py --mode eval --config vp_toy --workdir runs/demo --config.eval.enable_sampling=True \
-		--config.eval.enable_bpd=True
+	OMP_NUM_THREADS=1 $(PY) main.py --mode train --config vp_toy --workdir runs/demo
+	OMP_NUM_THREADS=1 $(PY) main.py --mode eval --config vp_toy --workdir runs/demo \
+		--config.eval.enable_sampling=True --config.eval.enable_bpd=True
 
 # The same mixture with its exact score instead of a network: the samplers and the likelihood alone.
 demo-exact: $(VENV)/.installed
