@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -20,7 +21,14 @@ from tqdm.auto import tqdm
 from score_sde import data
 from score_sde import train as training
 from score_sde.likelihood import bits_per_dim, log_likelihood
-from score_sde.models import ExponentialMovingAverage, create_model, get_score_fn, load_reference_checkpoint
+from score_sde.models import (
+    ExponentialMovingAverage,
+    create_model,
+    get_score_fn,
+    load_reference_checkpoint,
+    safe_torch_load,
+)
+from score_sde.models.checkpoints import is_reference_format
 from score_sde.plots import save_samples_png
 from score_sde.sampling import ode_sample, pc_sample
 from score_sde.sde import VESDE, VPSDE, subVPSDE
@@ -121,12 +129,13 @@ def load_for_inference(config, workdir, checkpoint=None):
     path = Path(checkpoint) if checkpoint else latest_checkpoint(workdir)
     state = build_state(config)
     try:
-        state = training.restore_checkpoint(path, state)
-    except ValueError as ours:
-        if "load_reference_checkpoint" not in str(ours):
-            raise
-        reference = load_reference_checkpoint(path, config, model=state.model)
-        state.ema = reference.ema
+        raw = safe_torch_load(path)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        raw = None  # missing or unreadable: restore_checkpoint below says so, naming the file
+    if raw is not None and is_reference_format(raw):
+        state.ema = load_reference_checkpoint(raw, config, model=state.model).ema
+    else:
+        state = training.restore_checkpoint(path, state)  # ours; it names a missing or unreadable file
     state.ema.copy_to(state.model)
     return state.model.eval(), path
 

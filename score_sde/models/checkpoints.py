@@ -138,6 +138,13 @@ def remap_optimizer_state(optimizer_state, model, checkpoint_keys):
     return {"state": state, "param_groups": groups}
 
 
+def is_reference_format(checkpoint) -> bool:
+    """Whether a loaded checkpoint dict is in the original's format: its EMA is a dict holding a positional
+    'shadow_params' list, where ours keys the EMA's shadow weights by parameter name."""
+    ema = checkpoint.get("ema") if isinstance(checkpoint, dict) else None
+    return isinstance(ema, dict) and "shadow_params" in ema
+
+
 def load_reference_checkpoint(path_or_dict, config=None, model: nn.Module | None = None
                               ) -> ReferenceCheckpoint:
     """Load a checkpoint of the original score_sde_pytorch into this package's network.
