@@ -139,10 +139,10 @@ def remap_optimizer_state(optimizer_state, model, checkpoint_keys):
 
 
 def is_reference_format(checkpoint) -> bool:
-    """Whether a loaded checkpoint dict is in the original's format: its EMA is a dict holding a positional
-    'shadow_params' list, where ours keys the EMA's shadow weights by parameter name."""
+    """Whether a loaded checkpoint dict is in the original's format: its EMA's 'shadow_params' is a positional
+    list, where ours keys the shadow weights by parameter name."""
     ema = checkpoint.get("ema") if isinstance(checkpoint, dict) else None
-    return isinstance(ema, dict) and "shadow_params" in ema
+    return isinstance(ema, dict) and isinstance(ema.get("shadow_params"), list | tuple)
 
 
 def load_reference_checkpoint(path_or_dict, config=None, model: nn.Module | None = None
