@@ -4,7 +4,10 @@
     python main.py --mode sample --config ve_ncsnpp --workdir runs/x --config.sampling.corrector=langevin
 
 --config takes a name from configs/ (see `configs.available_configs()`) or a path to a config file; any knob
-can be overridden as --config.<section>.<knob>=value.
+can be overridden as --config.<section>.<knob>=value. Under torchrun (any number of processes, one per GPU
+or, with gloo, per CPU process) every mode splits its work across the processes:
+
+    torchrun --nproc_per_node=8 main.py --mode train --config vp_ddpmpp_continuous --workdir runs/x
 """
 import sys
 
@@ -13,6 +16,7 @@ from ml_collections import config_flags
 
 import configs
 import run_lib
+from score_sde import distributed
 
 MODES = {"train": run_lib.train, "sample": run_lib.sample, "likelihood": run_lib.likelihood,
          "eval": run_lib.evaluate}
@@ -28,25 +32,38 @@ flags.mark_flags_as_required(["workdir", "config", "mode"])
 
 
 def resolve_config_names(argv):
-    """Replace a config NAME after --config by its file path, so ml_collections can load it; paths pass."""
+    """Replace a config NAME after --config by its file path, so ml_collections can load it, and check that
+    every --config.<section>.<knob> override names a knob of that config (ValueError listing the knobs)."""
     resolved = list(argv)
+    path = None
     for i, arg in enumerate(resolved):
         if arg.startswith("--config="):
-            resolved[i] = "--config=" + str(configs.config_file(arg.split("=", 1)[1]))
+            path = configs.config_file(arg.split("=", 1)[1])
+            resolved[i] = f"--config={path}"
         elif arg == "--config" and i + 1 < len(resolved):
-            resolved[i + 1] = str(configs.config_file(resolved[i + 1]))
+            path = configs.config_file(resolved[i + 1])
+            resolved[i + 1] = str(path)
+    if path is not None:
+        config = configs.load_config(path)
+        for arg in resolved:
+            if arg.startswith("--config."):
+                configs.check_override(config, arg[len("--config."):].split("=", 1)[0])
     return resolved
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.mode == "train":
-        if FLAGS.checkpoint:
-            raise app.UsageError("--checkpoint is for sample, likelihood and eval; train resumes by itself")
-        run_lib.train(FLAGS.config, FLAGS.workdir)
-    else:
-        MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+    if FLAGS.mode == "train" and FLAGS.checkpoint:
+        raise app.UsageError("--checkpoint is for sample, likelihood and eval; train resumes by itself")
+    distributed.init()  # a process group under torchrun; nothing in a plain run
+    try:
+        if FLAGS.mode == "train":
+            run_lib.train(FLAGS.config, FLAGS.workdir)
+        else:
+            MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+    finally:
+        distributed.close()
 
 
 if __name__ == "__main__":

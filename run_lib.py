@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from score_sde import data
+from score_sde import data, distributed
 from score_sde import train as training
 from score_sde.likelihood import bits_per_dim, log_likelihood
 from score_sde.models import (
@@ -49,25 +49,29 @@ def build_sde(config):
     return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales), 1e-3
 
 
-def device():
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+device = distributed.device
 
 
-def build_state(config):
-    """A fresh TrainState on the device: network, EMA, optimizer and the training generator."""
+def build_state(config, parallel=False):
+    """A fresh TrainState on the device: network, EMA, optimizer and the training generator (seeded alike on
+    every rank); with `parallel` under several processes, the network's DistributedDataParallel wrapper."""
     torch.manual_seed(config.seed)
     model = create_model(config).to(device())
     o = config.optim
     optimizer = training.make_optimizer(model.parameters(), o.lr, o.beta1, o.eps, o.weight_decay, o.optimizer)
     generator = torch.Generator(device()).manual_seed(config.seed)
+    ddp = None
+    if parallel and distributed.shard().world_size > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device()] if device().index is not
+                                                        None else None)
     return training.TrainState(model, ExponentialMovingAverage(model, config.model.ema_rate), optimizer, 0,
-                               generator)
+                               generator, ddp)
 
 
 def loss_kwargs(config, train):
     t = config.training
     return dict(continuous=t.continuous, reduce_mean=t.reduce_mean,
-                likelihood_weighting=t.likelihood_weighting, train=train)
+                likelihood_weighting=t.likelihood_weighting, train=train, shard=distributed.shard())
 
 
 def sampler_kwargs(config):
@@ -123,9 +127,10 @@ def latest_checkpoint(workdir):
     raise FileNotFoundError(f"no checkpoint in {workdir}: train first (--mode train) or pass --checkpoint")
 
 
-def load_for_inference(config, workdir, checkpoint=None):
-    """The model with EMA weights from our checkpoint (the latest in workdir, or `checkpoint`), or from a
-    checkpoint of the original implementation (a dict with 'model' and 'ema' in its format)."""
+def load_trained_state(config, workdir, checkpoint=None):
+    """(TrainState, path) from our checkpoint (the latest in workdir, or `checkpoint`; written on any kind
+    of device), or from a checkpoint of the original implementation (a dict with 'model' and 'ema' in its
+    format: the optimizer state stays fresh)."""
     path = Path(checkpoint) if checkpoint else latest_checkpoint(workdir)
     state = build_state(config)
     try:
@@ -134,8 +139,14 @@ def load_for_inference(config, workdir, checkpoint=None):
         raw = None  # missing or unreadable: restore_checkpoint below says so, naming the file
     if raw is not None and is_reference_format(raw):
         state.ema = load_reference_checkpoint(raw, config, model=state.model).ema
-    else:
-        state = training.restore_checkpoint(path, state)  # ours; it names a missing or unreadable file
+    else:  # ours; restore_checkpoint names a missing or unreadable file
+        state = training.restore_checkpoint(path, state, with_rng=False)
+    return state, path
+
+
+def load_for_inference(config, workdir, checkpoint=None):
+    """(the network with its EMA weights in eval mode, checkpoint path); see load_trained_state."""
+    state, path = load_trained_state(config, workdir, checkpoint)
     state.ema.copy_to(state.model)
     return state.model.eval(), path
 
@@ -167,6 +178,19 @@ class Logger:
         self.run.finish()
 
 
+class SilentLogger:
+    """The logger of ranks other than 0: logs nothing."""
+
+    def scalars(self, step, **values):
+        pass
+
+    def image(self, step, name, path):
+        pass
+
+    def close(self):
+        pass
+
+
 def _run_id(workdir):
     """A stable wandb run id per workdir, so a resumed run continues its curves."""
     path = workdir / "wandb_id.txt"
@@ -179,58 +203,72 @@ def _run_id(workdir):
 
 
 def train(config, workdir):
-    """Train from scratch or resume from the workdir's resume point; checkpoints, samples and logs there."""
+    """Train from scratch or resume from the workdir's resume point; checkpoints, samples and logs there.
+
+    Under torchrun every rank trains on its shard of each global batch (config.training.batch_size in all)
+    through DistributedDataParallel; rank 0 alone writes checkpoints, samples and logs.
+    """
     workdir = Path(workdir)
-    write_config(config, workdir)
+    main = distributed.is_main()
+    if main:
+        write_config(config, workdir)
     sde, eps = build_sde(config)
-    state = training.restore_checkpoint(meta_checkpoint(workdir), build_state(config), missing_ok=True)
+    state = training.restore_checkpoint(meta_checkpoint(workdir), build_state(config, parallel=True),
+                                        missing_ok=True)
     loss_fn = training.make_loss(sde, **loss_kwargs(config, train=True))
     eval_loss_fn = training.make_loss(sde, **loss_kwargs(config, train=False))
-    logger = Logger(config, workdir)
+    logger = Logger(config, workdir) if main else SilentLogger()
     try:
         _train_loop(config, workdir, sde, eps, state, loss_fn, eval_loss_fn, logger)
     finally:
         logger.close()
+    distributed.barrier()  # the other ranks wait for rank 0's last checkpoint
     return state
 
 
-def _segment_batches(config, split, step):
-    """The data stream from `step` on, seeded by (seed, step): a run resumed at a preemption checkpoint draws
-    exactly the batches the uninterrupted run drew, because both reseed at those steps."""
+def _start_segment(config, split, step):
+    """The data stream from `step` on, seeded by (seed, step), the same on every rank, and the global RNG
+    (dropout) seeded by (seed, step, rank): a run resumed at a preemption checkpoint draws exactly what the
+    uninterrupted run drew, because both reseed at those steps; each rank drops out its own units."""
+    shard = distributed.shard()
+    torch.manual_seed((config.seed * 1_000_003 + step) * 4099 + shard.rank)
     gen = torch.Generator(device()).manual_seed(config.seed * 1_000_003 + step)
-    return data.batches(config, split, generator=gen)
+    return data.batches(config, split, generator=gen, rank=shard.rank, world_size=shard.world_size)
 
 
 def _train_loop(config, workdir, sde, eps, state, loss_fn, eval_loss_fn, logger):
-    t = config.training
+    t, shard = config.training, distributed.shard()
     preempt = t.snapshot_freq_for_preemption
     eval_gen = torch.Generator(device()).manual_seed(config.seed + 1)
-    eval_batches = data.batches(config, "test", generator=torch.Generator(device()).manual_seed(config.seed))
+    eval_batches = data.batches(config, "test", generator=torch.Generator(device()).manual_seed(config.seed),
+                                rank=shard.rank, world_size=shard.world_size)
     # (an endless stream: the evaluation loss is a running check, one batch every eval_freq steps)
-    bar = tqdm(total=t.n_iters, initial=state.step, desc="training", unit="step")
+    bar = tqdm(total=t.n_iters, initial=state.step, desc="training", unit="step", disable=shard.rank > 0)
     while state.step < t.n_iters:
-        train_batches = _segment_batches(config, "train", state.step)
-        for batch in train_batches:
+        for batch in _start_segment(config, "train", state.step):
             loss = training.train_step(state, batch, loss_fn, config.optim.lr, config.optim.warmup,
                                        config.optim.grad_clip)
             bar.update(1)
             if state.step % t.log_freq == 0:
-                value = loss.item()  # the one host read, every log_freq steps
+                value = distributed.mean(loss).item()  # the one host read, every log_freq steps
                 bar.set_postfix(loss=f"{value:.4f}")
                 logger.scalars(state.step, training_loss=value)
             if state.step % t.eval_freq == 0:
                 eval_loss = training.eval_step(state, next(eval_batches), eval_loss_fn, eval_gen)
-                logger.scalars(state.step, eval_loss=eval_loss.item())
+                logger.scalars(state.step, eval_loss=distributed.mean(eval_loss).item())
             if state.step % t.snapshot_freq == 0 or state.step == t.n_iters:
                 _snapshot(config, workdir, sde, eps, state, logger)
             if state.step % preempt == 0 or state.step == t.n_iters:
-                training.save_checkpoint(meta_checkpoint(workdir), state)
+                if shard.rank == 0:
+                    training.save_checkpoint(meta_checkpoint(workdir), state)
                 break  # reseed the data stream at every resume point
     bar.close()
 
 
 def _snapshot(config, workdir, sde, eps, state, logger):
-    """A numbered checkpoint and, if configured, samples drawn with the EMA weights."""
+    """On rank 0: a numbered checkpoint and, if configured, samples drawn with the EMA weights."""
+    if not distributed.is_main():
+        return
     number = state.step // config.training.snapshot_freq
     training.save_checkpoint(workdir / "checkpoints" / f"checkpoint_{number}.pth", state)
     if not config.training.snapshot_sampling:
@@ -256,13 +294,30 @@ def _reference_points(config, num):
     return data.toy_batch(config.data.dataset, num, gen, config.data.get("dim", 2))
 
 
+def rank_generator(config):
+    """A generator seeded by (seed, rank): each rank's samples and estimator noise are its own."""
+    return torch.Generator(device()).manual_seed(config.seed + 7919 * distributed.shard().rank)
+
+
+def _per_rank(total, what):
+    world_size = distributed.shard().world_size
+    if total % world_size:
+        raise ValueError(f"{what} = {total} does not split evenly over {world_size} processes")
+    return total // world_size
+
+
 def sample(config, workdir, checkpoint=None):
-    """Draw config.eval.batch_size samples with the EMA weights; write a PNG and an .npz."""
+    """Draw config.eval.batch_size samples with the EMA weights (split over the ranks under torchrun); rank 0
+    writes a PNG and an .npz of them all."""
     workdir = Path(workdir)
     sde, eps = build_sde(config)
     model, path = load_for_inference(config, workdir, checkpoint)
-    gen = torch.Generator(device()).manual_seed(config.seed)
-    samples, nfe = draw_samples(config, sde, eps, model, config.eval.batch_size, gen)
+    num = _per_rank(config.eval.batch_size, "eval.batch_size")
+    samples, nfe = draw_samples(config, sde, eps, model, num, rank_generator(config),
+                                progress=distributed.is_main())
+    samples = torch.cat([part.to(samples.device) for part in distributed.gather(samples.cpu())])
+    if not distributed.is_main():
+        return samples
     out = workdir / "samples"
     out.mkdir(parents=True, exist_ok=True)
     save_samples_png(out / "sample.png", samples, reference=_reference_points(config, len(samples)))
@@ -295,27 +350,24 @@ def likelihood(config, workdir, checkpoint=None):
     sde, _ = build_sde(config)
     model, path = load_for_inference(config, workdir, checkpoint)
     score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
-    gen = torch.Generator(device()).manual_seed(config.seed)
     toy = config.data.dataset in data.TOYS
-    values = []
-    bpd_config = ml_collections.ConfigDict(config.to_dict())
-    bpd_config.data.uniform_dequantization = not toy  # bits/dim is defined on dequantized pixels (docs/)
-    split_batches = data.batches(bpd_config, "test" if config.eval.bpd_dataset == "test" else "train",
-                                 batch_size=config.eval.batch_size, generator=gen, epochs=1)
-    if toy:  # toy data never ends: one batch of fresh points is the held-out set
-        split_batches = itertools.islice(split_batches, 1)
-    points = []
-    for batch in tqdm(split_batches, desc="likelihood", unit="batch"):
+    points, values = [], []
+    for batch in tqdm(_likelihood_batches(config), desc="likelihood", unit="batch",
+                      disable=not distributed.is_main()):
         points.append(batch)
-        logp, _, _ = log_likelihood(sde, score_fn, batch, eps=1e-5, generator=gen)
+        logp, _, _ = log_likelihood(sde, score_fn, batch, eps=1e-5, generator=rank_generator(config))
         values.append(logp if toy else bits_per_dim(logp, batch.shape, centered=config.data.centered))
-    values = torch.cat(values).double().cpu()
+    # Rank r evaluated items r, r + world_size, ... of the split: interleaving restores the split's order.
+    values = distributed.interleave(distributed.gather(torch.cat(values).double().cpu()))
+    points = distributed.interleave(distributed.gather(torch.cat(points).cpu()))
+    if not distributed.is_main():
+        return None
     unit = "nats" if toy else "bits/dim"
     summary = dict(checkpoint=str(path), unit=unit, count=len(values), mean=values.mean().item(),
                    stderr=values.std().item() / math.sqrt(len(values)))
     exact = data.toy_distribution(config.data.dataset) if toy else None
     if exact is not None:  # the same held-out points' true log-density, to compare with
-        summary["exact_mean"] = exact.log_prob(torch.cat(points).double().cpu()).mean().item()
+        summary["exact_mean"] = exact.log_prob(points.double()).mean().item()
     out = workdir / "likelihood"
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "values.npz", values=values.numpy())
@@ -324,6 +376,36 @@ def likelihood(config, workdir, checkpoint=None):
     print(f"{config.eval.bpd_dataset}: {summary['mean']:.4f} ± {summary['stderr']:.4f} {unit} "
           f"over {len(values)} items{exact_text} ({path})")
     return summary
+
+
+def _likelihood_batches(config):
+    """This rank's batches of the config.eval.bpd_dataset split, dequantized if images: bits/dim is defined
+    on dequantized pixels (docs/likelihood.md). Toy data never end: one batch of fresh points is the
+    held-out set."""
+    toy = config.data.dataset in data.TOYS
+    bpd_config = ml_collections.ConfigDict(config.to_dict())
+    bpd_config.data.uniform_dequantization = not toy
+    shard = distributed.shard()
+    split = "test" if config.eval.bpd_dataset == "test" else "train"
+    batches = data.batches(bpd_config, split, generator=torch.Generator(device()).manual_seed(config.seed),
+                           rank=shard.rank, world_size=shard.world_size, epochs=1)
+    if toy:
+        return itertools.islice(batches, 1)
+    limit = config.eval.get("bpd_num_items")
+    if limit is None:
+        return batches
+    if limit < 1:
+        raise ValueError(f"eval.bpd_num_items must be a positive number of items, got {limit}")
+    return _first_items(batches, len(range(shard.rank, limit, shard.world_size)))
+
+
+def _first_items(batches, num):
+    """The batches cut after `num` items in all."""
+    for batch in batches:
+        if num <= 0:
+            return
+        yield batch[:num]
+        num -= len(batch)
 
 
 def evaluate(config, workdir, checkpoint=None):
@@ -336,6 +418,8 @@ def evaluate(config, workdir, checkpoint=None):
         results["likelihood"] = likelihood(config, workdir, checkpoint)
     if config.eval.enable_sampling:
         results["num_samples"] = len(sample(config, workdir, checkpoint))
+    if not distributed.is_main():
+        return results
     out = workdir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -344,11 +428,17 @@ def evaluate(config, workdir, checkpoint=None):
 
 
 def _test_loss(config, workdir, checkpoint):
-    path = Path(checkpoint) if checkpoint else latest_checkpoint(workdir)
-    state = training.restore_checkpoint(path, build_state(config))
+    state, _ = load_trained_state(config, workdir, checkpoint)
     sde, _ = build_sde(config)
     loss_fn = training.make_loss(sde, **loss_kwargs(config, train=False))
     gen = torch.Generator(device()).manual_seed(config.seed)
-    batches = data.batches(config, "test", batch_size=config.eval.batch_size, generator=gen, epochs=1)
-    losses = [training.eval_step(state, batch, loss_fn, gen) for batch in batches]
-    return torch.stack(losses).mean().item()
+    shard = distributed.shard()
+    batches = data.batches(config, "test", generator=gen, rank=shard.rank, world_size=shard.world_size,
+                           epochs=1)
+    total, count = 0.0, 0
+    for batch in tqdm(batches, desc="test loss", unit="batch", disable=not distributed.is_main()):
+        # weighted by the batch size, so that a short last batch counts as much as its items
+        total += training.eval_step(state, batch, loss_fn, gen).item() * len(batch)
+        count += len(batch)
+    totals = distributed.gather((total, count))
+    return sum(t for t, _ in totals) / sum(c for _, c in totals)

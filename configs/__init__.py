@@ -55,3 +55,16 @@ def load_config(name_or_path: str | Path) -> ml_collections.ConfigDict:
     if not isinstance(config, ml_collections.ConfigDict):
         raise ValueError(f"get_config() of {path} returned a {type(config).__name__}, not a ConfigDict")
     return config
+
+
+def check_override(config: ml_collections.ConfigDict, dotted_key: str) -> None:
+    """ValueError unless dotted_key ('training.batch_size') names a knob of config; the message lists the
+    knobs of the deepest section that exists."""
+    section, path = config, []
+    for part in dotted_key.split("."):
+        if not isinstance(section, ml_collections.ConfigDict) or part not in section:
+            where = f"config.{'.'.join(path)}" if path else "the config"
+            choices = sorted(section.keys()) if isinstance(section, ml_collections.ConfigDict) else []
+            raise ValueError(f"unknown knob config.{dotted_key}: {where} has no {part!r}; "
+                             f"expected one of {choices}")
+        section, path = section[part], [*path, part]

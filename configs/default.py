@@ -38,6 +38,8 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.enable_loss = True
     evaluate.enable_bpd = False
     evaluate.bpd_dataset = "test"
+    # Ours: bits/dim over only the split's first items (a quick estimate); unset: the whole split.
+    evaluate.bpd_num_items = ml_collections.config_dict.placeholder(int)
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "CIFAR10"
@@ -49,10 +51,12 @@ def get_default_configs() -> ml_collections.ConfigDict:
     # Ours: where the datasets live (a string, '~' expanded by score_sde.data) and whether to fetch them.
     data.root = "~/.cache/score_sde/data"
     data.download = False
+    # DataLoader worker processes; unset: 0 for datasets held in memory, else min(4, CPUs).
+    data.num_workers = ml_collections.config_dict.placeholder(int)
 
     config.model = model = ml_collections.ConfigDict()
     model.sigma_min = 0.01
-    model.sigma_max = 50
+    model.sigma_max = 50.  # floats: a command-line override may then be fractional
     model.num_scales = 1000
     model.beta_min = 0.1
     model.beta_max = 20.
@@ -60,7 +64,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     model.embedding_type = "fourier"
 
     config.optim = optim = ml_collections.ConfigDict()
-    optim.weight_decay = 0
+    optim.weight_decay = 0.
     optim.optimizer = "Adam"
     optim.lr = 2e-4
     optim.beta1 = 0.9

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from score_sde.analytic import GaussianMixture
+from score_sde.distributed import ONE_PROCESS, Shard
 from score_sde.registry import lookup
 from score_sde.sde import expand_to
 
@@ -47,27 +48,33 @@ def get_data_inverse_scaler(centered: bool) -> Callable[[torch.Tensor], torch.Te
 # Batch-level augmentation, on the batch's device.
 
 
-def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_flip(x: torch.Tensor, generator: torch.Generator | None = None, shard: Shard = ONE_PROCESS
+                ) -> torch.Tensor:
     """Flip each image horizontally with probability 1/2.
 
     Args:
-        x: [B, ..., W] images; generator: on x's device.
+        x: [B, ..., W] images, this rank's shard of a global batch; generator: on x's device, in the same
+            state on every rank (the coins are tossed for the global batch, each rank keeps its own).
     Returns:
         [B, ..., W], each sample either x[i] or x[i] mirrored along the last axis.
     """
-    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    coins = torch.rand(shard.global_size(x.shape[0]), generator=generator, device=x.device)
+    flip = shard.of(coins) < 0.5
     return torch.where(expand_to(flip, x), x.flip(-1), x)
 
 
-def uniform_dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def uniform_dequantize(x: torch.Tensor, generator: torch.Generator | None = None, shard: Shard = ONE_PROCESS
+                       ) -> torch.Tensor:
     """(255·x + u) / 256 with u ~ U[0, 1) per pixel, the original's uniform dequantization.
 
     Args:
-        x: [B, ...] 8-bit images scaled to [0, 1] (values k / 255); generator: on x's device.
+        x: [B, ...] 8-bit images scaled to [0, 1] (values k / 255), this rank's shard of a global batch;
+            generator: on x's device, in the same state on every rank (as random_flip).
     Returns:
         [B, ...] in [0, 1): pixel k becomes uniform on [k / 256, (k + 1) / 256).
     """
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    shape = (shard.global_size(x.shape[0]), *x.shape[1:])
+    u = shard.of(torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype))
     return (x * 255.0 + u) / 256.0
 
 
@@ -475,10 +482,12 @@ def index_batches(num_items: int, batch_size: int, generator: torch.Generator | 
                   epochs: int | None = None) -> Iterator[torch.Tensor]:
     """This rank's batches of dataset indices, epoch after epoch.
 
-    Each epoch orders the items (a permutation drawn from `generator` if shuffle, else 0..N−1), keeps the
-    first world_size·⌊N / world_size⌋ and gives rank r every world_size-th one from r, as DistributedSampler
-    with drop_last: the ranks' shards are disjoint and equal in size provided every rank's generator is in
-    the same state. Batches never cross an epoch's end; the last, short one is dropped if drop_last.
+    Each epoch orders the items (a permutation drawn from `generator` if shuffle, else 0..N−1) and gives
+    rank r every world_size-th one from r: the ranks' shards are disjoint provided every rank's generator
+    is in the same state. With drop_last (training), as DistributedSampler with drop_last, each rank keeps
+    the same number of whole batches, so the ranks' k-th batches together are the one-process run's k-th
+    batch of world_size times the size. Without it (evaluation), every item is kept once: the shards differ
+    in size by at most one item. Batches never cross an epoch's end.
 
     Args:
         num_items: N; batch_size: indices per batch; generator: CPU, for the permutations; epochs: None for
@@ -492,7 +501,7 @@ def index_batches(num_items: int, batch_size: int, generator: torch.Generator | 
     if per_rank < (batch_size if drop_last else 1):
         raise ValueError(f"{num_items} items over {world_size} rank(s) give {per_rank} per rank, fewer than "
                          f"one {'full ' if drop_last else ''}batch of {batch_size}")
-    stop = per_rank - per_rank % batch_size if drop_last else per_rank
+    stop = per_rank - per_rank % batch_size if drop_last else None
     return _index_stream(num_items, stop, batch_size, generator, shuffle, rank, world_size, epochs)
 
 
@@ -551,31 +560,35 @@ def batches(config, split: str, batch_size: int | None = None, generator: torch.
     batch_size = batch_size or _config_batch_size(config, split, world_size)
     if generator is None:
         generator = torch.Generator().manual_seed(config.seed + SPLITS.index(split))
-    # One seed from the caller's generator: the permutations use it as is (the same on every rank, so the
-    # shards stay disjoint); flips, dequantization noise and toy points add the rank (each rank its own).
+    # One seed from the caller's generator, the same on every rank: the permutations use it as is, so the
+    # shards stay disjoint; flips, dequantization noise and toy points are drawn for the global batch from
+    # seed + 1 and sharded (score_sde.distributed), so any number of ranks draws what one process draws.
     seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
     order_gen = torch.Generator().manual_seed(seed)
-    draw_gen = torch.Generator(generator.device).manual_seed(seed + 1 + rank)
-    train, d = split == "train", config.data
+    draw_gen = torch.Generator(generator.device).manual_seed(seed + 1)
+    train, d, shard = split == "train", config.data, Shard(rank, world_size)
     if d.dataset in TOYS:
         indices = index_batches(TOY_EPOCH_SIZE, batch_size, None, False, rank, world_size, train, epochs)
-        return (toy_batch(d.dataset, len(i), draw_gen, d.get("dim", 2)) for i in indices)
+        return (shard.of(toy_batch(d.dataset, shard.global_size(len(i)), draw_gen, d.get("dim", 2)))
+                for i in indices)
     dataset = dataset_from_config(config, split)
     indices = index_batches(len(dataset), batch_size, order_gen, train, rank, world_size, train, epochs)
     in_memory = isinstance(dataset, TensorImages | SyntheticImages)  # decoding files is what workers help
-    workers = d.get("num_workers", 0 if in_memory else min(4, os.cpu_count() or 1))
+    workers = d.get("num_workers")
+    if workers is None:
+        workers = 0 if in_memory else min(4, os.cpu_count() or 1)
     augment_fn = functools.partial(augment, flip=d.random_flip and train, dequantize=d.uniform_dequantization,
-                                   centered=d.centered)
+                                   centered=d.centered, shard=shard)
     return _loaded(dataset, indices, workers, draw_gen, augment_fn)
 
 
 def augment(x: torch.Tensor, generator: torch.Generator | None, flip: bool, dequantize: bool,
-            centered: bool) -> torch.Tensor:
+            centered: bool, shard: Shard = ONE_PROCESS) -> torch.Tensor:
     """[0, 1] images [B, C, H, W] -> model space: optional flip, then dequantization, then the data scaler."""
     if flip:
-        x = random_flip(x, generator)
+        x = random_flip(x, generator, shard)
     if dequantize:
-        x = uniform_dequantize(x, generator)
+        x = uniform_dequantize(x, generator, shard)
     return get_data_scaler(centered)(x)
 
 

@@ -5,7 +5,14 @@ Conventions of the original code: per-sample squared errors reduced by a mean ov
 """
 import torch
 
-from score_sde.sde import VESDE, VPSDE, expand_to, randn_like
+from score_sde.distributed import ONE_PROCESS
+from score_sde.sde import VESDE, VPSDE, expand_to
+
+
+def _global_noise(batch, generator, shard):
+    """Standard normal noise for the global batch of which `batch` is this rank's shard; the shard's part."""
+    shape = (shard.global_size(batch.shape[0]), *batch.shape[1:])
+    return shard.of(torch.randn(shape, generator=generator, device=batch.device, dtype=batch.dtype))
 
 
 def _reduce(losses, reduce_mean):
@@ -44,17 +51,22 @@ def ddpm_losses(sde, model_fn, x, labels, z, reduce_mean=False):
 
 
 def get_loss_fn(sde, continuous=True, reduce_mean=False, likelihood_weighting=False, eps=1e-5):
-    """The training loss as a function loss_fn(fn, batch, generator=None) -> scalar.
+    """The training loss as a function loss_fn(fn, batch, generator=None, shard=ONE_PROCESS) -> scalar.
 
     Continuous: fn is a score function (x, t) and t ~ U(eps, T). Discrete: fn is the network (x, labels)
     with integer noise-level labels ~ U{0, ..., N − 1}: the SMLD loss for a VESDE (fn returns the score), the
     DDPM loss for a VPSDE (fn predicts the noise). Other SDEs have no discrete loss.
+
+    Under several processes, batch is this rank's shard of a global batch (score_sde.distributed): the times
+    and noise are drawn for the global batch and sharded alike, so the ranks together draw what one process
+    with the global batch draws.
     """
     if continuous:
-        def loss_fn(score_fn, batch, generator=None):
-            t = eps + (sde.T - eps) * torch.rand(batch.shape[0], generator=generator, device=batch.device,
-                                                 dtype=batch.dtype)
-            z = randn_like(batch, generator)
+        def loss_fn(score_fn, batch, generator=None, shard=ONE_PROCESS):
+            n = shard.global_size(batch.shape[0])
+            t = eps + (sde.T - eps) * shard.of(torch.rand(n, generator=generator, device=batch.device,
+                                                          dtype=batch.dtype))
+            z = _global_noise(batch, generator, shard)
             return dsm_losses(sde, score_fn, batch, t, z, reduce_mean, likelihood_weighting).mean()
 
         return loss_fn
@@ -69,9 +81,10 @@ def get_loss_fn(sde, continuous=True, reduce_mean=False, likelihood_weighting=Fa
             f"discrete training is defined for VESDE (SMLD) and VPSDE (DDPM), not {type(sde).__name__}"
         )
 
-    def loss_fn(model_fn, batch, generator=None):
-        labels = torch.randint(0, sde.N, (batch.shape[0],), generator=generator, device=batch.device)
-        z = randn_like(batch, generator)
+    def loss_fn(model_fn, batch, generator=None, shard=ONE_PROCESS):
+        n = shard.global_size(batch.shape[0])
+        labels = shard.of(torch.randint(0, sde.N, (n,), generator=generator, device=batch.device))
+        z = _global_noise(batch, generator, shard)
         return discrete_losses(sde, model_fn, batch, labels, z, reduce_mean).mean()
 
     return loss_fn

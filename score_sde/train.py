@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from score_sde.distributed import ONE_PROCESS, Shard
 from score_sde.losses import get_loss_fn
 from score_sde.models import ExponentialMovingAverage, get_model_fn, get_score_fn
 from score_sde.models.checkpoints import check_state_dict
@@ -82,7 +83,10 @@ class TrainState:
         optimizer: built over `model.parameters()`.
         step: the number of optimisation steps taken.
         generator: the source of the training losses' randomness (times, noise levels, noise), on the
-            batches' device; None draws from torch's global generator.
+            batches' device; None draws from torch's global generator. Under several processes it is in
+            the same state on every rank (draws are made for the global batch; score_sde.distributed).
+        ddp: under several processes, the model wrapped in DistributedDataParallel, which the training loss
+            calls so that the ranks' gradients are averaged; None in one process. Not checkpointed.
     """
 
     model: nn.Module
@@ -90,6 +94,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     step: int = 0
     generator: torch.Generator | None = None
+    ddp: nn.Module | None = None
 
     def state_dict(self) -> dict:
         """{'model', 'ema', 'optimizer', 'step', 'rng'}: tensors, numbers and containers only, so
@@ -105,21 +110,28 @@ class TrainState:
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
-    def load_state_dict(self, state_dict: Mapping) -> None:
+    def load_state_dict(self, state_dict: Mapping, with_rng: bool = True) -> None:
         """Load a `state_dict()` strictly: every part is checked before anything is overwritten.
 
         The global CUDA generator is restored only when both the checkpoint and the model are on a GPU: a
         run moved between CPU and GPU cannot repeat its dropout masks anyway.
 
+        Args:
+            with_rng: restore the generators too (resuming training). Without (sampling, evaluation), a
+                checkpoint written on another kind of device loads as well.
+
         Raises:
             ValueError: naming missing or unexpected keys, shape mismatches or RNG states that do not fit.
         """
-        check_train_state(self, state_dict)
+        check_train_state(self, state_dict, with_rng)
         self.model.load_state_dict(state_dict["model"], strict=True)
         self.ema.load_state_dict(state_dict["ema"])
         self.optimizer.load_state_dict(keep_implementation(self.optimizer, state_dict["optimizer"]))
         self.step = state_dict["step"]
-        rng = state_dict["rng"]
+        if with_rng:
+            self.load_rng_state(state_dict["rng"])
+
+    def load_rng_state(self, rng: Mapping) -> None:
         if self.generator is not None:
             self.generator.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
@@ -204,8 +216,9 @@ def check_rng_state(state: TrainState, rng) -> None:
                              f"{tuple(own.shape)} (a generator on another kind of device?)")
 
 
-def check_train_state(state: TrainState, state_dict) -> None:
-    """ValueError naming what in state_dict does not fit state; checks everything, changes nothing."""
+def check_train_state(state: TrainState, state_dict, with_rng: bool = True) -> None:
+    """ValueError naming what in state_dict does not fit state; checks everything (the RNG states only
+    when with_rng), changes nothing."""
     problem = _keys_problem("the checkpoint", state_dict, STATE_KEYS)
     if problem:
         raise ValueError(problem + " (a checkpoint of the original implementation is read by "
@@ -217,11 +230,13 @@ def check_train_state(state: TrainState, state_dict) -> None:
     check_optimizer_state(state.optimizer, state_dict["optimizer"])
     if not isinstance(state_dict["step"], int):
         raise ValueError(f"'step' must be an int, got {type(state_dict['step']).__name__}")
-    check_rng_state(state, state_dict["rng"])
+    if with_rng:
+        check_rng_state(state, state_dict["rng"])
 
 
 def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
-              likelihood_weighting: bool = False, eps: float = 1e-5, train: bool = True):
+              likelihood_weighting: bool = False, eps: float = 1e-5, train: bool = True,
+              shard: Shard = ONE_PROCESS):
     """The training objective as loss_fn(state, batch, generator=None) -> scalar, as the original's
     get_step_fn builds it: `get_loss_fn` applied to the network as a score function (continuous; see
     get_score_fn) or as the raw network (x, integer labels) of the discrete SMLD / DDPM losses.
@@ -230,16 +245,19 @@ def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
         sde: the forward SDE; discrete training needs a VESDE (SMLD) or a VPSDE (DDPM).
         continuous, reduce_mean, likelihood_weighting, eps: `config.training.continuous`, `.reduce_mean`,
             `.likelihood_weighting` and the smallest training time (the original's 1e-5).
-        train: run the network in train mode (dropout on); evaluation uses train=False.
+        train: run the network in train mode (dropout on), through state.ddp when there is one; evaluation
+            uses train=False and the plain model.
+        shard: which items of the global batch this process's batches are (score_sde.distributed).
     """
     objective_fn = get_loss_fn(sde, continuous, reduce_mean, likelihood_weighting, eps)
 
     def loss_fn(state, batch, generator=None):
+        network = state.ddp if train and state.ddp is not None else state.model
         if continuous:
-            network_fn = get_score_fn(sde, state.model, continuous=True, train=train)
+            network_fn = get_score_fn(sde, network, continuous=True, train=train)
         else:
-            network_fn = get_model_fn(state.model, train=train)
-        return objective_fn(network_fn, batch, generator)
+            network_fn = get_model_fn(network, train=train)
+        return objective_fn(network_fn, batch, generator, shard)
 
     return loss_fn
 
@@ -317,11 +335,13 @@ def read_checkpoint(path: Path):
                          f"{type(error).__name__}: {error}") from error
 
 
-def restore_checkpoint(path: str | os.PathLike, state: TrainState, missing_ok: bool = False) -> TrainState:
+def restore_checkpoint(path: str | os.PathLike, state: TrainState, missing_ok: bool = False,
+                       with_rng: bool = True) -> TrainState:
     """Load the checkpoint at path into state (strictly) and return it.
 
     Args:
         missing_ok: return state unchanged when there is no file at path (a run that starts afresh).
+        with_rng: restore the generators (see TrainState.load_state_dict); False to sample or evaluate.
 
     Raises:
         FileNotFoundError: no file at path and not missing_ok.
@@ -335,7 +355,7 @@ def restore_checkpoint(path: str | os.PathLike, state: TrainState, missing_ok: b
         raise FileNotFoundError(f"no checkpoint at {path}")
     state_dict = read_checkpoint(path)
     try:
-        state.load_state_dict(state_dict)
+        state.load_state_dict(state_dict, with_rng)
     except ValueError as error:
         raise ValueError(f"checkpoint {path} does not fit the training state: {error}") from error
     return state

@@ -1,50 +1,89 @@
-"""main.py end to end on a toy config: train, interrupt and resume exactly, sample, likelihood, eval."""
+"""main.py end to end, as users run it: train, get killed and resume exactly, sample, likelihood, eval, on a
+toy config and on tiny image configs (synthetic images, and MNIST from ../shared/data/mnist)."""
 import json
 import os
-import subprocess
-import sys
+import time
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
+from cli import run, start, weights
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--config.training.batch_size=64", "--config.training.snapshot_freq=20",
-        "--config.training.snapshot_freq_for_preemption=10", "--config.training.log_freq=5",
-        "--config.training.eval_freq=10", "--config.model.num_scales=50", "--config.model.nf=32",
-        "--config.eval.batch_size=100", "--config.optim.warmup=5"]
-
-
-def run(mode, workdir, *overrides, config="vp_toy", check=True):
-    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
-    args = [sys.executable, str(ROOT / "main.py"), f"--mode={mode}", f"--config={config}",
-            f"--workdir={workdir}", *TINY, *overrides]
-    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{result.stderr[-3000:]}")
-    return result
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+TINY_IMAGES = ["--config.model.nf=8", "--config.model.ch_mult=(1,2)", "--config.model.num_res_blocks=1",
+               "--config.model.attn_resolutions=(14,)", "--config.model.num_scales=10",
+               "--config.training.batch_size=4", "--config.training.snapshot_freq=3",
+               "--config.training.snapshot_freq_for_preemption=3", "--config.training.log_freq=1",
+               "--config.training.eval_freq=3", "--config.eval.batch_size=4", "--config.eval.bpd_num_items=4",
+               "--config.data.uniform_dequantization=True"]
 
 
-def weights(path):
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+def assert_same_weights(path, other):
+    for key, value in weights(path).items():
+        torch.testing.assert_close(weights(other)[key], value, rtol=0, atol=0)
 
 
-def test_train_resume_sample_likelihood(tmp_path):
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run("train", straight, "--config.training.n_iters=40")
-    run("train", resumed, "--config.training.n_iters=20")  # stops where an interrupted run resumes
-    run("train", resumed, "--config.training.n_iters=40")
-    final = "checkpoints/checkpoint_2.pth"
-    for key, value in weights(straight / final).items():
-        torch.testing.assert_close(weights(resumed / final)[key], value, rtol=0, atol=0)
-    assert json.loads((straight / "config.json").read_text())["training"]["n_iters"] == 40
-    assert (straight / "samples" / "iter_20.png").is_file()
+def test_killed_run_resumes_exactly_then_samples_and_measures_likelihood(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    steps = ["--config.training.n_iters=300", "--config.training.snapshot_freq=100"]
+    run("train", straight, *steps)
+    process = start("train", killed, *steps)
+    resume_point = killed / "checkpoints-meta" / "checkpoint.pth"
+    deadline = time.monotonic() + 300
+    while not resume_point.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.kill()  # SIGKILL, as a pre-empted job gets: no cleanup
+    process.wait()
+    interrupted_at = torch.load(resume_point, weights_only=True)["step"]
+    assert 0 < interrupted_at < 300
+    run("train", killed, *steps)
+    assert_same_weights(straight / "checkpoints/checkpoint_3.pth", killed / "checkpoints/checkpoint_3.pth")
+    assert json.loads((straight / "config.json").read_text())["training"]["n_iters"] == 300
+    assert (straight / "samples" / "iter_100.png").is_file()
 
     run("sample", straight)
     assert (straight / "samples" / "sample.png").is_file()
-    assert (straight / "samples" / "samples.npz").is_file()
+    assert np.load(straight / "samples" / "samples.npz")["samples"].shape == (100, 2)
     run("likelihood", straight)
     summary = json.loads((straight / "likelihood" / "summary.json").read_text())
     assert summary["unit"] == "nats" and summary["count"] == 100 and summary["stderr"] > 0
+
+
+def mnist_root(tmp_path):
+    """A data root whose MNIST training split is the shared test split (only it is at hand)."""
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"the MNIST test split is not in {MNIST_DIR}: put t10k-*-ubyte.gz there")
+    root = tmp_path / "mnist"
+    root.mkdir()
+    for kind in ("images-idx3", "labels-idx1"):
+        for split in ("train", "t10k"):
+            os.symlink(MNIST_DIR / f"t10k-{kind}-ubyte.gz", root / f"{split}-{kind}-ubyte.gz")
+    return root
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "MNIST"])
+def test_tiny_image_run_end_to_end(tmp_path, dataset):
+    data = [f"--config.data.dataset={dataset}"]
+    if dataset == "MNIST":
+        data.append(f"--config.data.root={mnist_root(tmp_path)}")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    config = dict(config="vp_mnist_ddpmpp_continuous", tiny=False)
+    run("train", straight, *TINY_IMAGES, *data, "--config.training.n_iters=6", **config)
+    run("train", resumed, *TINY_IMAGES, *data, "--config.training.n_iters=3", **config)
+    run("train", resumed, *TINY_IMAGES, *data, "--config.training.n_iters=6", **config)
+    assert_same_weights(straight / "checkpoints/checkpoint_2.pth", resumed / "checkpoints/checkpoint_2.pth")
+    assert (straight / "samples" / "iter_6.png").is_file()
+
+    run("sample", straight, *TINY_IMAGES, *data, **config)
+    assert np.load(straight / "samples" / "samples.npz")["samples"].shape == (4, 1, 28, 28)
+    # the test loss over all of MNIST's 10,000 test images would take a minute: only on synthetic's 256
+    loss = f"--config.eval.enable_loss={dataset == 'synthetic'}"
+    run("eval", straight, *TINY_IMAGES, *data, "--config.eval.enable_bpd=True", loss, **config)
+    summary = json.loads((straight / "likelihood" / "summary.json").read_text())
+    assert summary["unit"] == "bits/dim" and summary["count"] == 4 and 0 < summary["mean"] < 30
+    results = json.loads((straight / "eval" / "results.json").read_text())
+    assert results["test_loss"] > 0 if dataset == "synthetic" else "test_loss" not in results
 
 
 def test_unknown_config_and_knob_fail_clearly(tmp_path):

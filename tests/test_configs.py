@@ -61,7 +61,7 @@ DROPPED = {
                      "NCSN code builds; ours reads data.num_channels like every other network",
 }
 # Knobs ours have that the original's config lacks.
-OURS = {"data.root", "data.download"}
+OURS = {"data.root", "data.download", "data.num_workers", "eval.bpd_num_items"}
 EXTRA = {
     # The original's FFHQ-1024 file is standalone and omits these; ours inherits them from the CelebA-HQ
     # config (the beta knobs serve VP SDEs only, the eval ones are the original's LSUN defaults).
@@ -87,9 +87,16 @@ def flatten(tree, prefix=""):
     return flat
 
 
+# Knobs that are ints in the original and floats in ours, so that a command-line override may be
+# fractional (ml_collections keeps a knob's type: --config.model.sigma_max=20.5 fails on an int knob).
+WIDENED = {"model.sigma_max", "optim.weight_decay"}
+
+
 def typed(flat):
-    """Values with their type, so that 50 and 50.0 differ (ml_collections keeps a knob's type)."""
-    return {key: (type(value).__name__, value) for key, value in flat.items()}
+    """Values with their type, so that 50 and 50.0 differ (ml_collections keeps a knob's type), except that
+    the WIDENED knobs are compared as floats."""
+    return {key: ("float", float(value)) if key in WIDENED else (type(value).__name__, value)
+            for key, value in flat.items()}
 
 
 def as_json(config):
@@ -129,12 +136,14 @@ def test_config_loads_with_plain_values_and_known_names(name):
     flat = flatten(config.to_dict())
     for key, value in flat.items():
         values = value if isinstance(value, (tuple, list)) else [value]
-        assert all(type(v) in (str, int, float, bool) for v in values), (key, value)  # no device, tensor, fn
+        # no device, tensor or function; None: a knob left unset (a typed placeholder)
+        assert all(type(v) in (str, int, float, bool, type(None)) for v in values), (key, value)
     assert as_json(config) == {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
     assert config.training.sde in ("vpsde", "subvpsde", "vesde")
     assert config.sampling.method == "pc"
     assert config.sampling.predictor in PREDICTORS and config.sampling.corrector in CORRECTORS
     assert "device" not in config
+    assert all(isinstance(flat[key], float) for key in WIDENED)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -199,3 +208,14 @@ def test_each_load_is_a_fresh_config():
     first.model.num_res_blocks = 1
     assert configs.load_config("vp_ddpmpp_deep_continuous").model.num_res_blocks == 8
     assert configs.load_config("vp_ddpmpp_continuous").model.num_res_blocks == 4
+
+
+def test_unknown_override_names_the_section_knobs():
+    config = configs.load_config("vp_toy")
+    configs.check_override(config, "training.batch_size")
+    with pytest.raises(ValueError, match=r"config.training has no 'batchsize'.*'batch_size'"):
+        configs.check_override(config, "training.batchsize")
+    with pytest.raises(ValueError, match=r"the config has no 'trainng'.*'training'"):
+        configs.check_override(config, "trainng.batch_size")
+    with pytest.raises(ValueError, match=r"config.seed has no 'x'"):
+        configs.check_override(config, "seed.x")

@@ -1,6 +1,7 @@
 """Data: scalers, augmentation, toys against their exact distribution, MNIST from the shared idx files,
 clear errors for missing datasets, and the seeded, sharded batch iterator."""
 import gzip
+import itertools
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from exact import assert_matches_two_modes
 from PIL import Image
 
-from score_sde import data
+from score_sde import data, distributed
 
 MNIST_DIR = Path("/work/shared/data/mnist")
 needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
@@ -295,12 +296,12 @@ def test_batch_size_defaults_to_the_configs_share_per_rank():
         data.batches(config, "train", world_size=3)
 
 
-def test_index_batches_shards_like_distributed_sampler_with_drop_last():
+def test_index_batches_shards_like_distributed_sampler_with_drop_last_and_keeps_all_without():
     parts = [list(data.index_batches(11, 2, gen(), shuffle=True, rank=r, world_size=3, drop_last=True,
                                      epochs=1)) for r in range(3)]
     assert all(len(p) == 1 and len(p[0]) == 2 for p in parts)  # 11 // 3 = 3 per rank, one full batch of 2
     tails = [list(data.index_batches(11, 2, None, rank=r, world_size=3, epochs=1)) for r in range(3)]
-    assert [torch.cat(t).tolist() for t in tails] == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
+    assert [torch.cat(t).tolist() for t in tails] == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
     with pytest.raises(ValueError, match="rank"):
         data.index_batches(11, 2, rank=3, world_size=3)
     with pytest.raises(ValueError, match="full batch"):
@@ -321,7 +322,20 @@ def test_toy_batches_per_rank_and_epoch():
     ranks = [list(data.batches(config, "train", generator=gen(), rank=r, world_size=2, epochs=1))
              for r in (0, 1)]
     assert len(ranks[0]) == data.TOY_EPOCH_SIZE // 2 // 500 and ranks[0][0].shape == (500, 2)
-    assert not torch.equal(ranks[0][0], ranks[1][0])  # each rank draws its own points
+    assert not torch.equal(ranks[0][0], ranks[1][0])  # each rank has its own points
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "two_moons"])
+def test_ranks_together_draw_the_one_process_batches(dataset):
+    """Flips, dequantization noise and toy points are drawn for the global batch and sharded, so two ranks'
+    k-th batches interleave into the one-process run's k-th batch of twice the size, bit for bit."""
+    config = make_config(dataset=dataset, random_flip=True, uniform_dequantization=dataset == "synthetic")
+    config.data.dim = 2
+    single = list(itertools.islice(data.batches(config, "train", 32, gen(3)), 3))
+    ranks = [list(itertools.islice(data.batches(config, "train", 16, gen(3), rank=r, world_size=2), 3))
+             for r in (0, 1)]
+    for k, batch in enumerate(single):
+        assert torch.equal(distributed.interleave([ranks[0][k], ranks[1][k]]), batch)
 
 
 def test_a_missing_dataset_raises_when_batches_is_called(tmp_path):

@@ -341,3 +341,19 @@ def test_optimizer_implementation_flags_stay_those_of_this_process(tmp_path):
     restore_checkpoint(path, state)
     assert state.optimizer.param_groups[0]["foreach"] is False
     assert_same(state.optimizer.state_dict()["state"], saved.optimizer.state_dict()["state"])
+
+
+def test_checkpoint_from_another_kind_of_device_loads_for_inference_only(tmp_path):
+    """A CUDA generator's state (16 bytes) does not fit a CPU generator: resuming training refuses it, and
+    loading the weights to sample or evaluate (with_rng=False) takes them."""
+    saved = build(0)
+    run(saved, batches(2), make_loss(VPSDE()))
+    state_dict = saved.state_dict()
+    state_dict["rng"]["generator"] = torch.zeros(16, dtype=torch.uint8)  # what a CUDA generator saves
+    path = tmp_path / "gpu.pth"
+    torch.save(state_dict, path)
+    with pytest.raises(ValueError, match="another kind of device"):
+        restore_checkpoint(path, build(1))
+    state = restore_checkpoint(path, build(1), with_rng=False)
+    assert_same(state.model.state_dict(), saved.model.state_dict())
+    assert state.step == saved.step
