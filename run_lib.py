@@ -334,10 +334,12 @@ def sample(config, workdir, checkpoint=None):
 def toy_sample_quality(config, samples):
     """For toy data with a known density: the exact mean log-density (nats) of the samples and of as many
     fresh data points; samples on the data give the data's value. None for other data."""
-    exact = data.toy_distribution(config.data.dataset) if config.data.dataset in data.TOYS else None
+    dim = config.data.get("dim", 2)
+    exact = data.toy_distribution(config.data.dataset, dim) if config.data.dataset in data.TOYS else None
     if exact is None:
         return None
-    points = data.toy_batch(config.data.dataset, len(samples), torch.Generator().manual_seed(config.seed + 7))
+    points = data.toy_batch(config.data.dataset, len(samples), torch.Generator().manual_seed(config.seed + 7),
+                            dim)
     return dict(samples_nats=exact.log_prob(samples.double().cpu()).mean().item(),
                 data_nats=exact.log_prob(points.double()).mean().item())
 
@@ -365,7 +367,7 @@ def likelihood(config, workdir, checkpoint=None):
     unit = "nats" if toy else "bits/dim"
     summary = dict(checkpoint=str(path), unit=unit, count=len(values), mean=values.mean().item(),
                    stderr=values.std().item() / math.sqrt(len(values)))
-    exact = data.toy_distribution(config.data.dataset) if toy else None
+    exact = data.toy_distribution(config.data.dataset, config.data.get("dim", 2)) if toy else None
     if exact is not None:  # the same held-out points' true log-density, to compare with
         summary["exact_mean"] = exact.log_prob(points.double()).mean().item()
     out = workdir / "likelihood"

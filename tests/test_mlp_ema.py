@@ -139,6 +139,17 @@ def test_mlp_rejects_images_and_unknown_embeddings():
         MLP(dim=2, embedding_type="learned")
 
 
+def test_mlp_scale_by_sigma_divides_the_output_by_the_labels():
+    torch.manual_seed(0)
+    plain = MLP(dim=2, hidden_dim=16, embedding_type="fourier")
+    scaled = MLP(dim=2, hidden_dim=16, embedding_type="fourier", scale_by_sigma=True)
+    scaled.load_state_dict(plain.state_dict())
+    x, sigma = torch.randn(5, 2), torch.tensor([0.01, 0.1, 1.0, 10.0, 50.0])
+    torch.testing.assert_close(scaled(x, sigma), plain(x, sigma) / sigma[:, None])
+    with pytest.raises(ValueError, match="scale_by_sigma.*'fourier'"):
+        MLP(dim=2, embedding_type="positional", scale_by_sigma=True)
+
+
 def test_create_model_builds_the_mlp_from_the_config():
     config = ml_collections.ConfigDict({"model": {"name": "mlp", "nf": 32, "num_layers": 2},
                                         "data": {"dim": 2}})

@@ -17,6 +17,8 @@ class MLP(nn.Module):
     training); "fourier" is NCSN++'s Gaussian Fourier embedding of log(labels) (suits σ(t) of continuous
     VE; labels must be positive). The embedding goes through two dense layers and is added to the first
     hidden activation; then come num_layers residual blocks h ← h + dense(SiLU(h)), and a dense output.
+    With scale_by_sigma (Fourier labels σ only), the output is divided by σ, as NCSN++ does for the VE SDE:
+    the network then predicts −z, of size one at every noise level, rather than a score of size 1/σ.
 
     Args:
         dim: D, the data dimension.
@@ -25,13 +27,19 @@ class MLP(nn.Module):
         embedding_dim: size of the label embedding (default: hidden_dim).
         embedding_type: "positional" or "fourier".
         fourier_scale: std of the Fourier frequencies (NCSN++'s `fourier_scale`).
+        scale_by_sigma: divide the output by the labels σ (needs embedding_type "fourier").
     """
 
     def __init__(self, dim: int, hidden_dim: int = 128, num_layers: int = 3, embedding_dim: int | None = None,
-                 embedding_type: str = "positional", fourier_scale: float = 16.0):
+                 embedding_type: str = "positional", fourier_scale: float = 16.0,
+                 scale_by_sigma: bool = False):
         super().__init__()
         if embedding_type not in EMBEDDINGS:
             raise ValueError(f"unknown embedding_type {embedding_type!r}; expected one of {list(EMBEDDINGS)}")
+        if scale_by_sigma and embedding_type != "fourier":
+            raise ValueError("scale_by_sigma divides by the labels σ, which only the 'fourier' embedding "
+                             f"takes; got embedding_type {embedding_type!r}")
+        self.scale_by_sigma = scale_by_sigma
         embedding_dim = hidden_dim if embedding_dim is None else embedding_dim
         if embedding_type == "fourier" and embedding_dim % 2:
             raise ValueError(f"the Fourier embedding needs an even embedding_dim, got {embedding_dim}")
@@ -59,4 +67,5 @@ class MLP(nn.Module):
         h = self.input(x) + self.temb(self.embed(labels, x.dtype))
         for block in self.blocks:
             h = h + block(self.act(h))
-        return self.output(self.act(h))
+        h = self.output(self.act(h))
+        return h / labels.to(h.dtype)[:, None] if self.scale_by_sigma else h
