@@ -1,0 +1,185 @@
+"""Fast samplers against exact answers: the closed-form flow of a Gaussian (convergence orders), a tight
+float64 solve of the flow of mixtures (errors at 20 and 50 evaluations), and the mixture's moments for the
+stochastic solvers."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from exact import assert_matches_two_modes
+
+from score_sde.analytic import GaussianMixture
+from score_sde.sampling import ode_sample
+from score_sde.sampling.fast import fast_sample
+from score_sde.sampling.schedules import SCHEDULES, time_grid
+from score_sde.sampling.solvers import SOLVERS, exponential_weights
+from score_sde.sde import VESDE, VPSDE, subVPSDE
+
+SDES = [(VPSDE(), 1e-3), (subVPSDE(), 1e-3), (VESDE(), 1e-5)]
+IDS = ["VPSDE", "subVPSDE", "VESDE"]
+MIXTURE_2D = GaussianMixture([0.2, 0.8], [[-5.0, -5.0], [5.0, 5.0]], [1.0, 1.0])
+MIXTURE_3D = GaussianMixture([0.3, 0.5, 0.2], [[-4.0, 0.0, 2.0], [3.0, 3.0, -1.0], [0.0, -5.0, 0.0]],
+                             [0.8, 1.2, 0.6])
+
+
+def coefficients(sde, t):
+    m, s = sde.marginal_coefficients(torch.tensor([t], dtype=torch.float64))
+    return m.item(), s.item()
+
+
+def gaussian_flow(sde, eps, num=200, mu=(1.5, -1.5), c=0.7):
+    """Start points at T and their exact images at eps under the probability-flow ODE of N(μ, c²I) data:
+    (x − m·μ) / √(m²c² + s²) is constant along the flow."""
+    mu = torch.tensor(mu, dtype=torch.float64)
+    z = torch.randn(num, len(mu), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    (m_T, s_T), (m_e, s_e) = coefficients(sde, sde.T), coefficients(sde, eps)
+    x_T = m_T * mu + math.sqrt(m_T**2 * c**2 + s_T**2) * z
+    x_eps = m_e * mu + math.sqrt(m_e**2 * c**2 + s_e**2) * z
+    return GaussianMixture([1.0], [mu.tolist()], [c]), x_T, x_eps
+
+
+@pytest.mark.parametrize("sde,eps", SDES, ids=IDS)
+@pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2), ("dpmpp_3m", 3),
+                                          ("adams_pc", 3)])
+def test_global_error_falls_with_the_solvers_order(sde, eps, solver, order):
+    """Fitted log-log slope of the mean error over 100, 200, 400 log-SNR steps: ±0.2 of the order (≥ 2.6
+    for the third-order ones)."""
+    data, x_T, exact = gaussian_flow(sde, eps)
+    steps = np.array([100, 200, 400])
+    errors = [(fast_sample(sde, data.score_fn(sde), x_T.shape, solver=solver, steps=int(n), eps=eps,
+                           z=x_T)[0] - exact).norm(dim=1).mean().item() for n in steps]
+    slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+    if order == 3:
+        assert slope >= 2.6, (errors, slope)
+    else:
+        assert abs(slope - order) <= 0.2, (errors, slope)
+
+
+def p_T_samples(mixture, sde, num, seed=0):
+    """Exact samples of p_T: exact data pushed through the forward kernel."""
+    gen = torch.Generator().manual_seed(seed)
+    x0 = mixture.sample(num, generator=gen)
+    m, s = coefficients(sde, sde.T)
+    return m * x0 + s * torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+
+
+def reference_flow(mixture, sde, eps, x_T):
+    x, _ = ode_sample(sde, mixture.score_fn(sde), x_T.shape, rtol=1e-10, atol=1e-10, eps=eps, z=x_T)
+    return x
+
+
+def weight_of_last_mode(x, mixture):
+    """The fraction of points nearest the last mode's mean."""
+    means = mixture.means.to(x)
+    return (torch.cdist(x, means).argmin(1) == len(means) - 1).double().mean().item()
+
+
+@pytest.mark.parametrize("sde,eps", [SDES[0], SDES[2]], ids=["VPSDE", "VESDE"])
+@pytest.mark.parametrize("mixture", [MIXTURE_2D, MIXTURE_3D], ids=["2d", "3d"])
+def test_dpmpp_2m_matches_the_reference_flow_of_a_mixture(sde, eps, mixture):
+    x_T = p_T_samples(mixture, sde, 2000)
+    reference = reference_flow(mixture, sde, eps, x_T)
+    for nfe, limit in [(20, 0.1), (50, 0.025)]:
+        x, used = fast_sample(sde, mixture.score_fn(sde), x_T.shape, solver="dpmpp_2m", steps=nfe, eps=eps,
+                              z=x_T)
+        assert used == nfe
+        assert (x - reference).norm(dim=1).mean().item() <= limit
+        assert abs(weight_of_last_mode(x, mixture) - weight_of_last_mode(reference, mixture)) <= 0.01
+
+
+@pytest.mark.parametrize("sde,eps", [SDES[0], SDES[2]], ids=["VPSDE", "VESDE"])
+def test_our_default_beats_dpmpp_3m_at_10_and_20_evaluations(sde, eps):
+    """adams_pc (the default) against DPM-Solver++(3M), both on the log-SNR grid, on the 2-D mixture."""
+    x_T = p_T_samples(MIXTURE_2D, sde, 2000)
+    reference = reference_flow(MIXTURE_2D, sde, eps, x_T)
+    for nfe in (10, 20):
+        errors = {solver: (fast_sample(sde, MIXTURE_2D.score_fn(sde), x_T.shape, solver=solver, steps=nfe,
+                                       eps=eps, z=x_T)[0] - reference).norm(dim=1).mean().item()
+                  for solver in ("adams_pc", "dpmpp_3m")}
+        assert errors["adams_pc"] < 0.95 * errors["dpmpp_3m"], errors
+
+
+@pytest.mark.parametrize("sde,eps", SDES, ids=IDS)
+@pytest.mark.parametrize("solver,steps,schedule,options", [
+    ("ddim", 50, "uniform", {"eta": 0.5}),  # DDIM's grid; at η = 1 its first-order error narrows the modes
+    ("dpmpp_2m_sde", 50, "logsnr", {}),
+    ("heun_churn", 25, "karras", {}),  # EDM's own grid
+])
+def test_stochastic_solvers_recover_the_mixture_from_the_prior(sde, eps, solver, steps, schedule, options):
+    """Mode weight ± 0.02, per-mode means ± 0.1 and stds ± 10 % with 50 evaluations, 5,000 samples."""
+    gen = torch.Generator().manual_seed(1)
+    x, nfe = fast_sample(sde, MIXTURE_2D.score_fn(sde), (5000, 2), solver=solver, steps=steps, eps=eps,
+                         schedule=schedule, generator=gen, dtype=torch.float64, **options)
+    assert nfe == 50
+    assert_matches_two_modes(x)
+
+
+def test_nfe_counts_every_evaluation_and_denoise_adds_one():
+    sde, data = VPSDE(), GaussianMixture([1.0], [[0.0, 0.0]], [1.0])
+    calls = []
+
+    def score_fn(x, t):
+        calls.append(1)
+        return data.score_fn(sde)(x, t)
+
+    for solver in SOLVERS:
+        for denoise in (False, True):
+            calls.clear()
+            _, nfe = fast_sample(sde, score_fn, (4, 2), solver=solver, steps=6, denoise=denoise,
+                                 generator=torch.Generator().manual_seed(0))
+            assert nfe == len(calls) == (12 if solver.startswith("heun") else 6) + denoise
+
+
+def test_denoise_is_tweedies_formula_at_eps():
+    sde, eps = VPSDE(), 1e-3
+    data = GaussianMixture([1.0], [[2.0, -1.0]], [0.5])
+    x_T = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x, _ = fast_sample(sde, data.score_fn(sde), x_T.shape, solver="euler", steps=5, eps=eps, z=x_T)
+    denoised, _ = fast_sample(sde, data.score_fn(sde), x_T.shape, solver="euler", steps=5, eps=eps, z=x_T,
+                              denoise=True)
+    m, s = coefficients(sde, eps)
+    t = torch.full((8,), eps, dtype=torch.float64)
+    torch.testing.assert_close(denoised, (x + s**2 * data.score_fn(sde)(x, t)) / m)
+
+
+@pytest.mark.parametrize("sde,eps", SDES, ids=IDS)
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_schedules_run_from_T_to_eps_and_decrease(sde, eps, schedule):
+    t = time_grid(sde, schedule, 12, eps)
+    assert t.dtype == torch.float64 and len(t) == 13
+    assert t[0].item() == sde.T and t[-1].item() == eps and bool((t[1:] < t[:-1]).all())
+
+
+def test_logsnr_and_karras_grids_are_what_they_say():
+    sde, eps = VPSDE(), 1e-3
+    lam = sde.log_snr(time_grid(sde, "logsnr", 10, eps))
+    torch.testing.assert_close(lam.diff(), torch.full((10,), lam.diff()[0].item(), dtype=torch.float64))
+    sigma = torch.exp(-sde.log_snr(time_grid(sde, "karras", 10, eps)))
+    root = sigma ** (1 / 7)
+    torch.testing.assert_close(root.diff(), torch.full((10,), root.diff()[0].item(), dtype=torch.float64))
+
+
+def test_exponential_weights_integrate_polynomials_exactly():
+    h, nodes = 0.7, [0.0, -0.8, -1.9, 1.0]
+    weights = exponential_weights(nodes, h)
+    for degree in range(4):
+        exact = sum(math.factorial(degree) / math.factorial(k) * h**k * (-1) ** (degree - k)
+                    for k in range(degree + 1)) - (-1) ** degree * math.factorial(degree) * math.exp(-h)
+        # ∫_0^h e^{−(h−u)} u^k du, by repeated integration by parts
+        assert sum(w * (v * h) ** degree for w, v in zip(weights, nodes)) == pytest.approx(exact, rel=1e-12)
+
+
+def test_bad_names_and_arguments_raise_listing_the_choices():
+    sde, score_fn = VPSDE(), GaussianMixture([1.0], [[0.0]], [1.0]).score_fn(VPSDE())
+    with pytest.raises(ValueError, match=r"unknown solver 'rk4'; expected one of \[.*'dpmpp_2m'"):
+        fast_sample(sde, score_fn, (2, 1), solver="rk4")
+    with pytest.raises(ValueError, match=r"unknown schedule 'cosine'; expected one of \[.*'logsnr'"):
+        fast_sample(sde, score_fn, (2, 1), schedule="cosine")
+    with pytest.raises(ValueError, match="steps"):
+        fast_sample(sde, score_fn, (2, 1), steps=0)
+    with pytest.raises(ValueError, match="eps"):
+        fast_sample(sde, score_fn, (2, 1), eps=1.5)
+    with pytest.raises(ValueError, match="eta"):
+        fast_sample(sde, score_fn, (2, 1), solver="ddim", eta=2.0)
+    with pytest.raises(TypeError):
+        fast_sample(sde, score_fn, (2, 1), solver="euler", eta=0.5)  # an option the solver does not take
