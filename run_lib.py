@@ -31,9 +31,12 @@ from score_sde.models import (
 from score_sde.models.checkpoints import is_reference_format
 from score_sde.plots import save_samples_png
 from score_sde.sampling import ode_sample, pc_sample
+from score_sde.sampling.fast import fast_sample
 from score_sde.sde import VESDE, VPSDE, subVPSDE
 
 SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
+SAMPLERS = {"pc": pc_sample, "ode": ode_sample, "fast": fast_sample}
+SOLVER_KNOBS = {"ddim": ("eta",), "heun_churn": ("churn",)}  # config.sampling knobs a fast solver takes
 
 
 # ---- config -> objects ----
@@ -82,7 +85,10 @@ def sampler_kwargs(config):
                     probability_flow=s.probability_flow, denoise=s.noise_removal)
     if s.method == "ode":
         return dict(denoise=s.noise_removal)
-    raise ValueError(f"unknown sampling.method {s.method!r}; expected one of ['ode', 'pc']")
+    if s.method == "fast":
+        options = {knob: s[knob] for knob in SOLVER_KNOBS.get(s.solver, ())}
+        return dict(solver=s.solver, steps=s.steps, schedule=s.schedule, denoise=s.noise_removal, **options)
+    raise ValueError(f"unknown sampling.method {s.method!r}; expected one of {sorted(SAMPLERS)}")
 
 
 def sample_shape(config, batch_size):
@@ -95,10 +101,11 @@ def sample_shape(config, batch_size):
 def draw_samples(config, sde, eps, model, batch_size, generator, progress=True):
     """Samples in data space (inverse scaler applied) from the model's score, by the configured sampler."""
     score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
-    sampler = pc_sample if config.sampling.method == "pc" else ode_sample
-    with torch.no_grad() if config.sampling.method == "pc" else torch.enable_grad():
+    kwargs = sampler_kwargs(config)  # checks the method's name
+    sampler = SAMPLERS[config.sampling.method]
+    with torch.enable_grad() if config.sampling.method == "ode" else torch.no_grad():
         x, nfe = sampler(sde, score_fn, sample_shape(config, batch_size), eps=eps, generator=generator,
-                         device=device(), progress=progress, **sampler_kwargs(config))
+                         device=device(), progress=progress, **kwargs)
     if config.data.dataset in data.TOYS:  # toy points are used as drawn, never scaled
         return x, nfe
     return data.get_data_inverse_scaler(config.data.centered)(x), nfe

@@ -25,7 +25,14 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.noise_removal = True
     sampling.probability_flow = False
     sampling.snr = 0.16
-    sampling.method = "pc"
+    sampling.method = "pc"  # 'pc', 'ode', or our 'fast' (sampling/fast.py, docs/fast_sampling.md)
+    # Ours, for method 'fast': the solver, its number of steps and the time grid; eta for 'ddim', churn for
+    # 'heun_churn'.
+    sampling.solver = "adams_pc"
+    sampling.steps = 20
+    sampling.schedule = "logsnr"
+    sampling.eta = 1.0
+    sampling.churn = 5.0
     sampling.predictor = None  # every experiment names its predictor and corrector
     sampling.corrector = None
 

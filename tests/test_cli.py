@@ -49,6 +49,12 @@ def test_killed_run_resumes_exactly_then_samples_and_measures_likelihood(tmp_pat
     run("sample", straight)
     assert (straight / "samples" / "sample.png").is_file()
     assert np.load(straight / "samples" / "samples.npz")["samples"].shape == (100, 2)
+    fast = run("sample", straight, "--config.sampling.method=fast", "--config.sampling.solver=dpmpp_2m",
+               "--config.sampling.steps=10")
+    assert "(11 score evaluations)" in fast.stdout  # 10 steps and the final denoising
+    result = run("sample", straight, "--config.sampling.method=fast", "--config.sampling.solver=rk4",
+                 check=False)
+    assert result.returncode != 0 and "unknown solver 'rk4'" in result.stderr
     run("likelihood", straight)
     summary = json.loads((straight / "likelihood" / "summary.json").read_text())
     assert summary["unit"] == "nats" and summary["count"] == 100 and summary["stderr"] > 0

@@ -61,7 +61,8 @@ DROPPED = {
                      "NCSN code builds; ours reads data.num_channels like every other network",
 }
 # Knobs ours have that the original's config lacks.
-OURS = {"data.root", "data.download", "data.num_workers", "eval.bpd_num_items"}
+OURS = {"data.root", "data.download", "data.num_workers", "eval.bpd_num_items", "sampling.solver",
+        "sampling.steps", "sampling.schedule", "sampling.eta", "sampling.churn"}
 EXTRA = {
     # The original's FFHQ-1024 file is standalone and omits these; ours inherits them from the CelebA-HQ
     # config (the beta knobs serve VP SDEs only, the eval ones are the original's LSUN defaults).
