@@ -38,6 +38,7 @@ import torch
 
 from score_sde.analytic import GaussianMixture
 from score_sde.likelihood import log_likelihood
+from score_sde.metrics import sliced_w2, unit_directions
 from score_sde.sampling import ode_sample, pc_sample
 from score_sde.sde import VESDE, VPSDE, expand_to, subVPSDE
 
@@ -68,18 +69,6 @@ BITS_PER_NAT_PER_DIM = 1 / (2 * math.log(2))  # nats -> bits/dim for 2-D data
 
 def generator(seed):
     return torch.Generator().manual_seed(seed)
-
-
-def sliced_w2(a, b, directions):
-    """Sliced Wasserstein-2 distance between equal-size point sets a, b [B, D] along directions [P, D]."""
-    pa, _ = torch.sort(a @ directions.T, dim=0)
-    pb, _ = torch.sort(b @ directions.T, dim=0)
-    return (pa - pb).pow(2).mean().sqrt().item()
-
-
-def random_directions(num, dim, seed):
-    d = torch.randn(num, dim, generator=generator(seed), dtype=DTYPE)
-    return d / d.norm(dim=1, keepdim=True)
 
 
 def mode_weight(x):
@@ -157,7 +146,7 @@ def sampler_rows(levels, num, seed):
     """Every sampler on every SDE, each row printed as it is done; and the SW2 noise floor between two
     exact sample sets of size num."""
     reference = MIX.sample(num, generator=generator(seed + 1))
-    directions = random_directions(128, 2, seed + 2)
+    directions = unit_directions(128, 2, seed + 2)
     floor = noise_floor(reference, directions, seed + 3)
     print_sampler_header(floor, num)
     rows = []

@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 
 from score_sde.analytic import GaussianMixture
+from score_sde.metrics import sliced_w2, unit_directions
 from score_sde.plots import loglog_png
 from score_sde.sampling import ode_sample, pc_sample
 from score_sde.sampling.fast import fast_sample
@@ -82,19 +83,6 @@ class Setup:
 
 def generator(seed):
     return torch.Generator().manual_seed(seed)
-
-
-def sliced_w2(a, b, directions):
-    """Sliced Wasserstein-2 distance between equal-size point sets a, b [B, D] along unit directions [P, D]:
-    the root mean square over directions of the 1-D W2 of the projections (sorted and paired)."""
-    pa, _ = torch.sort(a @ directions.T, dim=0)
-    pb, _ = torch.sort(b @ directions.T, dim=0)
-    return (pa - pb).pow(2).mean().sqrt().item()
-
-
-def unit_directions(num, dim, seed):
-    d = torch.randn(num, dim, generator=generator(seed), dtype=DTYPE)
-    return d / d.norm(dim=1, keepdim=True)
 
 
 def mode_weight(x):
