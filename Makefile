@@ -11,7 +11,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 # Train the VP toy (2-D mixture, MLP) on the CPU, then sample it and measure its likelihood against the exact
-# density. Rerunning resumes (a finished run just re-evaluates).
+# density. Rerunning resumes: a finished run prints its saved evaluation (delete runs/demo/eval to redo it).
 # One thread: the toy network is too small for more to help, and they contend on a shared CPU.
 demo: $(VENV)/.installed
 	OMP_NUM_THREADS=1 $(PY) main.py --mode train --config vp_toy --workdir runs/demo

@@ -19,7 +19,7 @@ import run_lib
 from score_sde import distributed
 
 MODES = {"train": run_lib.train, "sample": run_lib.sample, "likelihood": run_lib.likelihood,
-         "eval": run_lib.evaluate}
+         "eval": run_lib.evaluate, "stats": run_lib.stats}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment: a name in configs/ or a path to a config file.",

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from score_sde import data, distributed
+from score_sde import data, distributed, evaluation
 from score_sde import train as training
+from score_sde.features import InceptionFeatures, MNISTFeatures, data_to_uint8, inception_weights
 from score_sde.likelihood import bits_per_dim, log_likelihood
 from score_sde.models import (
     ExponentialMovingAverage,
@@ -29,7 +30,7 @@ from score_sde.models import (
     safe_torch_load,
 )
 from score_sde.models.checkpoints import is_reference_format
-from score_sde.plots import save_samples_png
+from score_sde.plots import image_grid_png, save_samples_png
 from score_sde.sampling import ode_sample, pc_sample
 from score_sde.sampling.fast import fast_sample
 from score_sde.sde import VESDE, VPSDE, subVPSDE
@@ -418,22 +419,128 @@ def _first_items(batches, num):
 
 
 def evaluate(config, workdir, checkpoint=None):
-    """For the latest (or given) checkpoint: test loss, likelihood and samples, as config.eval enables."""
+    """For each checkpoint numbered eval.begin_ckpt..eval.end_ckpt in the workdir (or the given one): the
+    test loss, bits/dim and eval.num_samples samples with their quality, as config.eval enables. Each
+    result and each round of samples is saved as it finishes (eval/ckpt_<n>/), so an interrupted evaluation
+    resumes where it stopped and ends with the numbers of an uninterrupted one."""
     workdir = Path(workdir)
-    results = {}
-    if config.eval.enable_loss:
-        results["test_loss"] = _test_loss(config, workdir, checkpoint)
-    if config.eval.enable_bpd:
-        results["likelihood"] = likelihood(config, workdir, checkpoint)
-    if config.eval.enable_sampling:
-        results["num_samples"] = len(sample(config, workdir, checkpoint))
-    if not distributed.is_main():
-        return results
-    out = workdir / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    all_results = {}
+    for number, path in checkpoints_to_evaluate(config, workdir, checkpoint):
+        folder = workdir / "eval" / f"ckpt_{number}"
+        all_results[f"checkpoint_{number}"] = _evaluate_checkpoint(config, workdir, path, folder)
+    if distributed.is_main():
+        evaluation.write_json_atomic(workdir / "eval" / "results.json", all_results)
+        print(json.dumps(all_results, indent=2))
+    return all_results
+
+
+def checkpoints_to_evaluate(config, workdir, checkpoint=None):
+    """[(number, path)]: the given checkpoint, or the workdir's checkpoint_<n>.pth with n in
+    [eval.begin_ckpt, eval.end_ckpt]; FileNotFoundError naming the range and what exists if none."""
+    if checkpoint:
+        numbers = re.findall(r"\d+", Path(checkpoint).stem)
+        return [(int(numbers[-1]) if numbers else 0, Path(checkpoint))]
+    e = config.eval
+    found = {int(re.findall(r"\d+", p.stem)[-1]): p for p in workdir.glob("checkpoints/checkpoint_*.pth")}
+    chosen = sorted((n, p) for n, p in found.items() if e.begin_ckpt <= n <= e.end_ckpt)
+    if not chosen:
+        raise FileNotFoundError(f"no checkpoint numbered {e.begin_ckpt}..{e.end_ckpt} (eval.begin_ckpt, "
+                                f"eval.end_ckpt) in {workdir / 'checkpoints'}; there are {sorted(found)}")
+    return chosen
+
+
+def _evaluate_checkpoint(config, workdir, path, folder):
+    """One checkpoint's results, resumed from folder/results.json and its sample rounds."""
+    results_path = folder / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    parts = [("test_loss", config.eval.enable_loss, lambda: _test_loss(config, workdir, path)),
+             ("likelihood", config.eval.enable_bpd, lambda: likelihood(config, workdir, path)),
+             ("samples", config.eval.enable_sampling, lambda: _sample_quality(config, path, folder))]
+    for name, enabled, compute in parts:
+        if enabled and name not in results:
+            results[name] = compute()
+            if distributed.is_main():
+                evaluation.write_json_atomic(results_path, results)
     return results
+
+
+def _sample_quality(config, path, folder):
+    """eval.num_samples samples in rounds of eval.batch_size (split over the ranks): FID / KID / IS against
+    the reference statistics for images, the exact mean log-density for toys."""
+    toy = config.data.dataset in data.TOYS
+    reference = None if toy else evaluation.load_statistics(stats_path(config, folder.parents[1]))
+    feature_fn = None if toy else feature_network(config)
+    sde, eps = build_sde(config)
+    model, _ = load_for_inference(config, None, path)
+    number = int((re.findall(r"\d+", path.stem) or [0])[-1])
+
+    def draw_round(index, size):
+        gen = torch.Generator(device()).manual_seed(evaluation.round_seed(config.seed, number, index) * 7919
+                                                     + distributed.shard().rank)
+        samples, _ = draw_samples(config, sde, eps, model, _per_rank(size, "each round's size"), gen,
+                                  progress=False)
+        arrays = dict(samples=samples.cpu().numpy()) if toy else _round_arrays(samples, feature_fn)
+        parts = distributed.gather(arrays)
+        return {name: np.concatenate([p[name] for p in parts]) for name in arrays}
+
+    rounds = evaluation.sample_rounds(draw_round, config.eval.num_samples, config.eval.batch_size,
+                                      folder, main=distributed.is_main(), progress=distributed.is_main())
+    if toy:
+        samples = torch.from_numpy(rounds["samples"])
+        save_samples_png(folder / "samples.png", samples[:1000], reference=_reference_points(config, 1000))
+        quality = toy_sample_quality(config, samples) or {}
+        if quality and distributed.is_main():
+            print(f"exact mean log-density of {len(samples)} samples {quality['samples_nats']:.3f} nats, "
+                  f"of as many data points {quality['data_nats']:.3f} nats")
+        return dict(num_samples=len(samples), **quality)
+    image_grid_png(folder / "samples.png", torch.from_numpy(rounds["samples"][:64]).float() / 255)
+    return evaluation.sample_quality(rounds["features"], rounds["probabilities"], reference)
+
+
+def _round_arrays(samples, feature_fn):
+    images = data_to_uint8(samples)
+    features, probabilities = feature_fn(images)
+    return dict(samples=images.cpu().numpy(), features=features.float().numpy(),
+                probabilities=probabilities.float().numpy())
+
+
+def feature_network(config):
+    """The eval.features network: 'inception' (the FID Inception, eval.inception_weights) or 'mnist' (our
+    classifier, eval.mnist_classifier)."""
+    e = config.eval
+    if e.features == "inception":
+        return InceptionFeatures(inception_weights(e.inception_weights, download=e.download), device())
+    if e.features == "mnist":
+        return MNISTFeatures(path=e.mnist_classifier, device=device())
+    raise ValueError(f"unknown eval.features {e.features!r}; expected one of ['inception', 'mnist']")
+
+
+def stats_path(config, workdir):
+    """eval.stats, or by default workdir/stats/<dataset>_<image_size>_<features>_<split>.npz."""
+    e, d = config.eval, config.data
+    if e.stats:
+        return Path(e.stats).expanduser()
+    return Path(workdir) / "stats" / f"{d.dataset}_{d.image_size}_{e.features}_{e.stats_split}.npz"
+
+
+def stats(config, workdir, checkpoint=None):
+    """Reference statistics of the eval.stats_split split with the eval.features network, written to
+    stats_path: uint8 images in 0–255, every image of the split in order, no flip, no dequantization."""
+    if config.data.dataset in data.TOYS:
+        raise ValueError("--mode stats is for image datasets; toys are judged by their exact density")
+    if config.eval.stats_split not in data.SPLITS:
+        raise ValueError(f"unknown eval.stats_split {config.eval.stats_split!r}; expected one of "
+                         f"{list(data.SPLITS)}")
+    path = stats_path(config, workdir)
+    if not distributed.is_main():  # one process reads the split; the others have nothing to do
+        return path
+    batches = data.plain_batches(config, config.eval.stats_split, config.eval.batch_size)
+    result = evaluation.dataset_statistics((data_to_uint8(b) for b in batches), feature_network(config),
+                                           keep_features=config.eval.stats_features)
+    evaluation.save_npz_atomic(path, **result)
+    print(f"statistics of {int(result['count'])} {config.data.dataset} {config.eval.stats_split} images "
+          f"({config.eval.features} features) -> {path}")
+    return path
 
 
 def _test_loss(config, workdir, checkpoint):

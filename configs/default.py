@@ -47,6 +47,17 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.bpd_dataset = "test"
     # Ours: bits/dim over only the split's first items (a quick estimate); unset: the whole split.
     evaluate.bpd_num_items = ml_collections.config_dict.placeholder(int)
+    # Ours: sample quality (docs/evaluation.md). The feature network ('inception': the FID Inception; 'mnist':
+    # our MNIST classifier), where its weights are, whether to download missing Inception weights, and the
+    # reference statistics (`--mode stats` writes them; unset: <workdir>/stats/<dataset>_<size>_<features>_
+    # <split>.npz) of the stats_split split, with the features themselves if stats_features (for KID).
+    evaluate.features = "inception"
+    evaluate.inception_weights = "~/.cache/score_sde/weights-inception-2015-12-05-6726825d.pth"
+    evaluate.mnist_classifier = "~/.cache/score_sde/mnist_classifier.pth"
+    evaluate.download = False
+    evaluate.stats = ml_collections.config_dict.placeholder(str)
+    evaluate.stats_split = "train"
+    evaluate.stats_features = False
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "CIFAR10"

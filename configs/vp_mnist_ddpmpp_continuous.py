@@ -21,6 +21,7 @@ def use_mnist(config):
     evaluate.end_ckpt = 10
     evaluate.batch_size = 1000
     evaluate.num_samples = 10000
+    evaluate.features = "mnist"  # MNIST-FID: our classifier's features (score_sde/mnist_classifier.py)
 
     data = config.data
     data.dataset = "MNIST"

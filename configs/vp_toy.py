@@ -29,10 +29,10 @@ def get_config():
     sampling.corrector = "ald"
 
     evaluate = config.eval
-    evaluate.begin_ckpt = 1
+    evaluate.begin_ckpt = 5  # the final checkpoint (5,001 steps, snapshot_freq 1,000)
     evaluate.end_ckpt = 5
     evaluate.batch_size = 1000
-    evaluate.num_samples = 5000
+    evaluate.num_samples = 2000
 
     data = config.data
     data.dataset = "gaussian_mixture"  # or 'checkerboard', 'swiss_roll', 'two_moons'

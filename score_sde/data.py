@@ -582,6 +582,17 @@ def batches(config, split: str, batch_size: int | None = None, generator: torch.
     return _loaded(dataset, indices, workers, draw_gen, augment_fn)
 
 
+def plain_batches(config, split: str, batch_size: int) -> Iterator[torch.Tensor]:
+    """Every image of a split once, in order, in [0, 1]: no shuffling, flip, dequantization or scaling
+    (reference statistics for FID are computed on such images)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+    dataset = dataset_from_config(config, split)
+    indices = index_batches(len(dataset), batch_size, epochs=1)
+    identity = functools.partial(augment, flip=False, dequantize=False, centered=False)
+    return _loaded(dataset, indices, 0, torch.Generator(), identity)
+
+
 def augment(x: torch.Tensor, generator: torch.Generator | None, flip: bool, dequantize: bool,
             centered: bool, shard: Shard = ONE_PROCESS) -> torch.Tensor:
     """[0, 1] images [B, C, H, W] -> model space: optional flip, then dequantization, then the data scaler."""

@@ -89,10 +89,11 @@ def test_tiny_image_run_end_to_end(tmp_path, dataset):
     assert np.load(straight / "samples" / "samples.npz")["samples"].shape == (4, 1, 28, 28)
     # the test loss over all of MNIST's 10,000 test images would take a minute: only on synthetic's 256
     loss = f"--config.eval.enable_loss={dataset == 'synthetic'}"
-    run("eval", straight, *TINY_IMAGES, *data, "--config.eval.enable_bpd=True", loss, **config)
+    run("eval", straight, *TINY_IMAGES, *data, "--config.eval.enable_bpd=True", loss,
+        "--config.eval.begin_ckpt=2", **config)
     summary = json.loads((straight / "likelihood" / "summary.json").read_text())
     assert summary["unit"] == "bits/dim" and summary["count"] == 4 and 0 < summary["mean"] < 30
-    results = json.loads((straight / "eval" / "results.json").read_text())
+    results = json.loads((straight / "eval" / "results.json").read_text())["checkpoint_2"]
     assert results["test_loss"] > 0 if dataset == "synthetic" else "test_loss" not in results
 
 

@@ -77,13 +77,16 @@ def test_two_processes_split_sampling_and_likelihood(tmp_path):
     run("train", tmp_path, "--config.training.n_iters=10", "--config.training.snapshot_sampling=False")
     run("likelihood", tmp_path)
     single = json.loads((tmp_path / "likelihood" / "summary.json").read_text())
-    run("eval", tmp_path, "--config.eval.enable_bpd=True", "--config.eval.enable_sampling=True", processes=2)
+    run("eval", tmp_path, "--config.eval.enable_bpd=True", "--config.eval.enable_sampling=True",
+        "--config.eval.begin_ckpt=0", "--config.eval.num_samples=200", processes=2)
     split = json.loads((tmp_path / "likelihood" / "summary.json").read_text())
     # the same held-out points (drawn for the global batch), each evaluated once
     assert split["count"] == single["count"] == 100
     assert split["exact_mean"] == pytest.approx(single["exact_mean"], abs=1e-12)
     assert abs(split["mean"] - single["mean"]) < 4 * single["stderr"]  # only the Hutchinson noise differs
-    samples = torch.from_numpy(np.load(tmp_path / "samples" / "samples.npz")["samples"])
-    assert samples.shape == (100, 2) and len(torch.unique(samples, dim=0)) == 100  # the ranks' own draws
-    results = json.loads((tmp_path / "eval" / "results.json").read_text())
-    assert results["num_samples"] == 100 and results["test_loss"] > 0
+    rounds = [torch.from_numpy(np.load(tmp_path / "eval" / "ckpt_0" / f"round_{r}.npz")["samples"])
+              for r in (0, 1)]  # two rounds of eval.batch_size = 100, each gathered from both ranks
+    samples = torch.cat(rounds)
+    assert samples.shape == (200, 2) and len(torch.unique(samples, dim=0)) == 200  # the ranks' own draws
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())["checkpoint_0"]
+    assert results["samples"]["num_samples"] == 200 and results["test_loss"] > 0
