@@ -477,9 +477,10 @@ def _sample_quality(config, path, folder):
     def draw_round(index, size):
         gen = torch.Generator(device()).manual_seed(evaluation.round_seed(config.seed, number, index) * 7919
                                                      + distributed.shard().rank)
-        samples, _ = draw_samples(config, sde, eps, model, _per_rank(size, "each round's size"), gen,
-                                  progress=False)
+        samples, nfe = draw_samples(config, sde, eps, model, _per_rank(size, "each round's size"), gen,
+                                    progress=False)
         arrays = dict(samples=samples.cpu().numpy()) if toy else _round_arrays(samples, feature_fn)
+        arrays["nfe"] = np.full(len(samples), nfe)  # score evaluations per sample
         parts = distributed.gather(arrays)
         return {name: np.concatenate([p[name] for p in parts]) for name in arrays}
 
@@ -492,9 +493,10 @@ def _sample_quality(config, path, folder):
         if quality and distributed.is_main():
             print(f"exact mean log-density of {len(samples)} samples {quality['samples_nats']:.3f} nats, "
                   f"of as many data points {quality['data_nats']:.3f} nats")
-        return dict(num_samples=len(samples), **quality)
+        return dict(num_samples=len(samples), nfe=int(rounds["nfe"].max()), **quality)
     image_grid_png(folder / "samples.png", torch.from_numpy(rounds["samples"][:64]).float() / 255)
-    return evaluation.sample_quality(rounds["features"], rounds["probabilities"], reference)
+    quality = evaluation.sample_quality(rounds["features"], rounds["probabilities"], reference)
+    return dict(quality, nfe=int(rounds["nfe"].max()))
 
 
 def _round_arrays(samples, feature_fn):

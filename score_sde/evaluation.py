@@ -98,7 +98,8 @@ def load_statistics(path: Path) -> dict:
 def sample_quality(features: np.ndarray, probabilities: np.ndarray, reference: dict,
                    kid_subset_size: int = 1000) -> dict:
     """FID against the reference statistics; KID against the reference features when the file has them;
-    IS over 10 splits (fewer when there are fewer than 10 samples)."""
+    IS over 10 splits (fewer when there are fewer than 10 samples); how many samples the feature network
+    puts in each class (`predicted_classes`: for MNIST, the digits)."""
     mu, sigma = metrics.feature_statistics(features)
     result = dict(fid=metrics.frechet_distance(mu, sigma, reference["mu"], reference["sigma"]),
                   num_samples=len(features))
@@ -107,5 +108,7 @@ def sample_quality(features: np.ndarray, probabilities: np.ndarray, reference: d
                                                          subset_size=kid_subset_size)
         result.update(kid=kid, kid_std=kid_std)
     inception, inception_std = metrics.inception_score(probabilities, splits=min(10, len(probabilities)))
-    result.update(inception_score=inception, inception_score_std=inception_std)
+    histogram = np.bincount(probabilities.argmax(1), minlength=probabilities.shape[1])
+    result.update(inception_score=inception, inception_score_std=inception_std,
+                  predicted_classes=histogram.tolist())
     return result

@@ -63,6 +63,7 @@ def test_interrupted_eval_resumes_at_the_next_round_and_ends_with_the_same_numbe
     assert resumed == straight
     assert (folder / "round_0.npz").stat().st_mtime_ns == first_round  # read back, not redrawn
     assert straight["num_samples"] == 8 and np.isfinite(straight["fid"]) and "kid" in straight
+    assert sum(straight["predicted_classes"]) == 8 and straight["nfe"] == 5  # 4 steps + the denoising
     assert json.loads((workdir / "eval" / "results.json").read_text())["checkpoint_2"]["samples"] == straight
 
 
