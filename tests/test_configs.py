@@ -16,7 +16,7 @@ NAMES = [
     "ve_ncsn", "ve_ncsnv2", "ve_ncsnpp", "ve_ncsnpp_continuous", "ve_ncsnpp_deep_continuous",
     "ve_celebahq_256_ncsnpp_continuous", "ve_ffhq_256_ncsnpp_continuous", "ve_ffhq_ncsnpp_continuous",
     "ve_bedroom_ncsnpp_continuous", "ve_church_ncsnpp_continuous",
-    "vp_mnist_ddpmpp_continuous", "ve_mnist_ncsnpp_continuous",
+    "vp_mnist_ddpmpp_continuous", "ve_mnist_ncsnpp_continuous", "vp_mnist_mlp",
     "vp_toy", "subvp_toy", "ve_toy",
 ]
 
@@ -170,7 +170,7 @@ def test_parameter_count_equals_the_original(name):
     assert count == manifest()[IN_MANIFEST[name]]["num_parameters"]
 
 
-@pytest.mark.parametrize("name", ["vp_mnist_ddpmpp_continuous", "ve_mnist_ncsnpp_continuous",
+@pytest.mark.parametrize("name", ["vp_mnist_ddpmpp_continuous", "ve_mnist_ncsnpp_continuous", "vp_mnist_mlp",
                                   "vp_toy", "subvp_toy", "ve_toy"])
 def test_small_configs_run_on_their_data_shape(name):
     """MNIST at its own 28×28, toy points [B, dim]: the network takes and returns the data's shape."""

@@ -132,9 +132,14 @@ def test_mlp_works_as_a_score_function_for_every_sde(sde, continuous):
     assert score.shape == x.shape and torch.isfinite(score).all()
 
 
-def test_mlp_rejects_images_and_unknown_embeddings():
-    with pytest.raises(ValueError, match="points"):
-        MLP(dim=2)(torch.randn(2, 1, 4, 4), torch.ones(2))
+def test_mlp_flattens_images_and_rejects_other_sizes_and_unknown_embeddings():
+    x = torch.randn(2, 1, 4, 4)
+    model = MLP(dim=16, hidden_dim=8)
+    out = model(x, torch.ones(2))
+    assert out.shape == x.shape
+    torch.testing.assert_close(out.flatten(1), model(x.flatten(1), torch.ones(2)))
+    with pytest.raises(ValueError, match="MLP of dim 2"):
+        MLP(dim=2)(x, torch.ones(2))
     with pytest.raises(ValueError, match="embedding_type"):
         MLP(dim=2, embedding_type="learned")
 

@@ -45,8 +45,9 @@ def _mlp(config):
     """Residual MLP for points [B, config.data.dim] (models/mlp.py): width model.nf, optional
     model.num_layers (3), model.embedding_type ('positional'), model.fourier_scale (16),
     model.scale_by_sigma (False)."""
-    m = config.model
-    return MLP(dim=config.data.dim, hidden_dim=m.nf, num_layers=m.get("num_layers", 3),
+    m, d = config.model, config.data
+    dim = d.get("dim") or _num_channels(d) * d.image_size**2  # toys have a dim, images C·H·W
+    return MLP(dim=dim, hidden_dim=m.nf, num_layers=m.get("num_layers", 3),
                embedding_type=m.get("embedding_type", "positional"),
                fourier_scale=m.get("fourier_scale", 16.0), scale_by_sigma=m.get("scale_by_sigma", False))
 

@@ -10,7 +10,7 @@ EMBEDDINGS = ("positional", "fourier")
 
 
 class MLP(nn.Module):
-    """x [B, dim], labels [B] -> output [B, dim], in x's dtype.
+    """x [B, dim] (or [B, ...] with dim elements, such as images, flattened), labels [B] -> output like x.
 
     The labels are embedded like the image networks do: "positional" is DDPM's sinusoidal embedding of
     the labels as they are (suits 999·t of continuous VP / sub-VP and the integer indices of discrete
@@ -62,10 +62,13 @@ class MLP(nn.Module):
         return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
     def forward(self, x, labels):
-        if x.ndim != 2:
-            raise ValueError(f"MLP takes points [B, dim], got x of shape {tuple(x.shape)}")
+        shape = x.shape
+        x = x.flatten(1)  # images [B, C, H, W] are points of dimension C·H·W
+        if x.shape[1] != self.input.in_features:
+            raise ValueError(f"MLP of dim {self.input.in_features} got x of shape {tuple(shape)}")
         h = self.input(x) + self.temb(self.embed(labels, x.dtype))
         for block in self.blocks:
             h = h + block(self.act(h))
         h = self.output(self.act(h))
-        return h / labels.to(h.dtype)[:, None] if self.scale_by_sigma else h
+        h = h / labels.to(h.dtype)[:, None] if self.scale_by_sigma else h
+        return h.reshape(shape)
