@@ -184,7 +184,8 @@ def main():
     shutil.rmtree(work / "train", ignore_errors=True)
     every = 50 if args.quick else 250  # resume points: the model is the last one before the deadline
     checkpoint, steps = train_for(args.config, work / "train",
-                                  [*common, f"--config.training.snapshot_freq_for_preemption={every}"],
+                                  [*common, f"--config.training.snapshot_freq_for_preemption={every}",
+                                   "--config.training.snapshot_sampling=False"],  # the budget is for training
                                   args.minutes)
     print(f"trained {steps} steps in {args.minutes:g} minutes", flush=True)
     for name, extra in samplers(args.quick):

@@ -39,6 +39,7 @@ def get_config():
     model.embedding_type = "positional"  # of 999·t
     model.dropout = 0.0
     model.ema_rate = 0.999
+    model.input_skip = True
 
     optim = config.optim
     optim.lr = 5e-4

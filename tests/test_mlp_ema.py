@@ -155,6 +155,19 @@ def test_mlp_scale_by_sigma_divides_the_output_by_the_labels():
         MLP(dim=2, embedding_type="positional", scale_by_sigma=True)
 
 
+def test_mlp_input_skip_adds_a_label_dependent_multiple_of_the_input():
+    torch.manual_seed(0)
+    model = MLP(dim=6, hidden_dim=16, input_skip=True)
+    with torch.no_grad():
+        model.output.weight.zero_()
+        model.output.bias.zero_()
+    x, labels = torch.randn(3, 6), torch.tensor([1.0, 500.0, 999.0])
+    out = model(x, labels)
+    gain = out / x  # with the residual path silenced, each sample's output is g(label)·x
+    torch.testing.assert_close(gain, gain[:, :1].expand_as(gain))
+    assert not torch.allclose(gain[0, 0], gain[2, 0])
+
+
 def test_create_model_builds_the_mlp_from_the_config():
     config = ml_collections.ConfigDict({"model": {"name": "mlp", "nf": 32, "num_layers": 2},
                                         "data": {"dim": 2}})

@@ -49,7 +49,8 @@ def _mlp(config):
     dim = d.get("dim") or _num_channels(d) * d.image_size**2  # toys have a dim, images C·H·W
     return MLP(dim=dim, hidden_dim=m.nf, num_layers=m.get("num_layers", 3),
                embedding_type=m.get("embedding_type", "positional"),
-               fourier_scale=m.get("fourier_scale", 16.0), scale_by_sigma=m.get("scale_by_sigma", False))
+               fourier_scale=m.get("fourier_scale", 16.0), scale_by_sigma=m.get("scale_by_sigma", False),
+               input_skip=m.get("input_skip", False))
 
 
 def _ddpm(config):
