@@ -3,11 +3,11 @@ benchmarks/mnist_quality.py. Ours. A conv U-Net needs 0.7 s per 500-image forwar
 nf = 16, so the PC sampler's 2,000 evaluations of 1,000 samples would take most of an hour; this MLP
 (4 residual blocks of width 1024, 7.9 M parameters: 0.26 s per 1,000-image forward) takes a fifth of that.
 
-Not yet good enough: after 9,000 steps (13 minutes, training loss 0.15) its samples diverge. Its noise
-prediction at t = 1 has rms 0.89 where the noise has 1 (an MLP only approximates the identity it needs
-there), so reverse diffusion inflates x (rms 1.41 by t = 0.9), leaves the data's region, and the MLP's
-extrapolation runs away (rms 1e5 at the end). A preconditioned output (a Gaussian-optimal linear skip, as
-EDM's c_skip) is the next thing to try; see the open issue's note."""
+Without `input_skip` its samples diverged: after 9,000 steps (training loss 0.15) its noise prediction at
+t = 1 had rms 0.89 where the noise has 1 (the residual blocks only approximate the identity needed there),
+so reverse diffusion inflated x (rms 1.41 by t = 0.9) until the MLP's extrapolation ran away (rms 1e5).
+With the input skip (a learned gain times x added to the output) the loss reached 0.09 by step 3,000 and
+the samples were digits."""
 from configs.default import get_default_configs
 from configs.vp_mnist_ddpmpp_continuous import use_mnist
 
