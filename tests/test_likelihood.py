@@ -90,3 +90,20 @@ def test_unknown_divergence_raises(points):
     sde = all_sdes()[0]
     with pytest.raises(ValueError, match="unknown divergence 'hutch'; expected one of"):
         log_likelihood(sde, MIX.score_fn(sde), points[:4], divergence="hutch")
+
+
+@pytest.mark.parametrize("divergence", ["rademacher", "gaussian", "exact"])
+def test_one_score_evaluation_per_function_evaluation(divergence):
+    """The drift and its divergence come out of one pass (plus vector-Jacobian products): the network is
+    called exactly as many times as the reported NFE."""
+    sde, calls = all_sdes()[0], []
+    score_fn = MIX.score_fn(sde)
+
+    def counting_score_fn(x, t):
+        calls.append(1)
+        return score_fn(x, t)
+
+    x = MIX.sample(20, generator=torch.Generator().manual_seed(1))
+    _, _, nfe = log_likelihood(sde, counting_score_fn, x, eps=EPS, divergence=divergence,
+                               generator=torch.Generator().manual_seed(2))
+    assert nfe == len(calls) > 0
