@@ -361,11 +361,11 @@ def likelihood(config, workdir, checkpoint=None):
     model, path = load_for_inference(config, workdir, checkpoint)
     score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
     toy = config.data.dataset in data.TOYS
-    points, values = [], []
+    points, values, gen = [], [], rank_generator(config)  # one stream: each batch draws its own probes
     for batch in tqdm(_likelihood_batches(config), desc="likelihood", unit="batch",
                       disable=not distributed.is_main()):
         points.append(batch)
-        logp, _, _ = log_likelihood(sde, score_fn, batch, eps=1e-5, generator=rank_generator(config))
+        logp, _, _ = log_likelihood(sde, score_fn, batch, eps=1e-5, generator=gen)
         values.append(logp if toy else bits_per_dim(logp, batch.shape, centered=config.data.centered))
     # Rank r evaluated items r, r + world_size, ... of the split: interleaving restores the split's order.
     values = distributed.interleave(distributed.gather(torch.cat(values).double().cpu()))
@@ -427,7 +427,7 @@ def evaluate(config, workdir, checkpoint=None):
     all_results = {}
     for number, path in checkpoints_to_evaluate(config, workdir, checkpoint):
         folder = workdir / "eval" / f"ckpt_{number}"
-        all_results[f"checkpoint_{number}"] = _evaluate_checkpoint(config, workdir, path, folder)
+        all_results[f"checkpoint_{number}"] = _evaluate_checkpoint(config, workdir, number, path, folder)
     if distributed.is_main():
         evaluation.write_json_atomic(workdir / "eval" / "results.json", all_results)
         print(json.dumps(all_results, indent=2))
@@ -449,13 +449,13 @@ def checkpoints_to_evaluate(config, workdir, checkpoint=None):
     return chosen
 
 
-def _evaluate_checkpoint(config, workdir, path, folder):
+def _evaluate_checkpoint(config, workdir, number, path, folder):
     """One checkpoint's results, resumed from folder/results.json and its sample rounds."""
     results_path = folder / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     parts = [("test_loss", config.eval.enable_loss, lambda: _test_loss(config, workdir, path)),
              ("likelihood", config.eval.enable_bpd, lambda: likelihood(config, workdir, path)),
-             ("samples", config.eval.enable_sampling, lambda: _sample_quality(config, path, folder))]
+             ("samples", config.eval.enable_sampling, lambda: _sample_quality(config, number, path, folder))]
     for name, enabled, compute in parts:
         if enabled and name not in results:
             results[name] = compute()
@@ -464,7 +464,7 @@ def _evaluate_checkpoint(config, workdir, path, folder):
     return results
 
 
-def _sample_quality(config, path, folder):
+def _sample_quality(config, number, path, folder):
     """eval.num_samples samples in rounds of eval.batch_size (split over the ranks): FID / KID / IS against
     the reference statistics for images, the exact mean log-density for toys."""
     toy = config.data.dataset in data.TOYS
@@ -472,7 +472,6 @@ def _sample_quality(config, path, folder):
     feature_fn = None if toy else feature_network(config)
     sde, eps = build_sde(config)
     model, _ = load_for_inference(config, None, path)
-    number = int((re.findall(r"\d+", path.stem) or [0])[-1])
 
     def draw_round(index, size):
         gen = torch.Generator(device()).manual_seed(evaluation.round_seed(config.seed, number, index) * 7919

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import configs  # noqa: E402  (the repository root is on the path only now)
 import run_lib  # noqa: E402
-from score_sde import metrics, mnist_classifier  # noqa: E402
+from score_sde import evaluation, mnist_classifier  # noqa: E402
 from score_sde import train as training  # noqa: E402
 from score_sde.features import MNISTFeatures  # noqa: E402
 
@@ -121,13 +121,8 @@ def data_floor(pixels, classifier, reference, num, seed=0):
     """FID / KID / IS of `num` training images (never held out) against the held-out statistics."""
     order = np.random.default_rng(seed).permutation(HELD_OUT)[:num]
     features, probabilities = MNISTFeatures(path=classifier)(torch.from_numpy(pixels[order][:, None]))
-    mu, sigma = metrics.feature_statistics(features)
-    kid, kid_std = metrics.kernel_inception_distance(features, reference["features"],
-                                                     subset_size=min(1000, num))
-    inception, _ = metrics.inception_score(probabilities.numpy())
-    return dict(fid=metrics.frechet_distance(mu, sigma, reference["mu"], reference["sigma"]), kid=kid,
-                kid_std=kid_std, inception_score=inception, nfe=0, seconds=0.0, num_samples=num,
-                predicted_classes=np.bincount(probabilities.argmax(1).numpy(), minlength=10).tolist())
+    quality = evaluation.sample_quality(features.numpy(), probabilities.numpy(), reference)
+    return dict(quality, nfe=0, seconds=0.0)
 
 
 def untrained_checkpoint(config_name, path):

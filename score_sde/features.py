@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from score_sde.mnist_classifier import DEFAULT_PATH as DEFAULT_CLASSIFIER_PATH
 from score_sde.mnist_classifier import MNISTClassifier, load_classifier
 
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -77,7 +78,8 @@ class MNISTFeatures:
     """Our MNIST classifier: uint8 images [B, 1, 28, 28] -> (features [B, 128], probabilities [B, 10])."""
 
     def __init__(self, model: MNISTClassifier | None = None, path=None, device=None):
-        self.model = (model or load_classifier(*(() if path is None else (path,)))).to(device or "cpu").eval()
+        model = model or load_classifier(DEFAULT_CLASSIFIER_PATH if path is None else path)
+        self.model = model.to(device or "cpu").eval()
         self.device = device or "cpu"
 
     @torch.no_grad()

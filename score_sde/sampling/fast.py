@@ -40,7 +40,7 @@ def fast_sample(sde, score_fn, shape, solver: str = DEFAULT_SOLVER, steps: int =
     grid = Grid.build(sde, times, z.device, z.dtype)
     if hasattr(solver_state, "prepare"):
         solver_state.prepare(sde, grid)
-    denoiser = Denoiser(sde, score_fn)
+    denoiser = Denoiser(score_fn)
     x = z
     for i in tqdm(range(steps), desc=f"{solver} sampling", disable=not progress):
         x = solver_state.step(x, grid, i, denoiser, generator)

@@ -55,8 +55,8 @@ class Grid:
 class Denoiser:
     """x̂₀(x, t) = (x + s²·score(x, t)) / m from a score function; counts its evaluations in `nfe`."""
 
-    def __init__(self, sde, score_fn):
-        self.sde, self.score_fn, self.nfe = sde, score_fn, 0
+    def __init__(self, score_fn):
+        self.score_fn, self.nfe = score_fn, 0
 
     def __call__(self, x, t, m, s):
         """x [B, ...]; t: a 0-d tensor on x's device; m, s: the floats m(t), s(t)."""
