@@ -7,10 +7,12 @@ atomically every snapshot_freq_for_preemption steps), samples/, likelihood/, eva
 """
 import itertools
 import json
+import logging
 import math
 import os
 import pickle
 import re
+import time
 from pathlib import Path
 
 import ml_collections
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from score_sde import data, distributed, evaluation
+from score_sde import acceleration, data, distributed, evaluation
 from score_sde import train as training
 from score_sde.features import InceptionFeatures, MNISTFeatures, data_to_uint8, inception_weights
 from score_sde.likelihood import bits_per_dim, log_likelihood
@@ -81,9 +83,12 @@ def loss_kwargs(config, train):
 def sampler_kwargs(config):
     """config.sampling knob names -> sampler argument names, in one place."""
     s = config.sampling
+    if s.method != "pc" and s.compile is not None:
+        raise ValueError(f"sampling.compile={s.compile!r} compiles the PC sampler's step; sampling.method is "
+                         f"{s.method!r}: unset sampling.compile or use method 'pc'")
     if s.method == "pc":
         return dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each,
-                    probability_flow=s.probability_flow, denoise=s.noise_removal)
+                    probability_flow=s.probability_flow, denoise=s.noise_removal, compile_mode=s.compile)
     if s.method == "ode":
         return dict(denoise=s.noise_removal)
     if s.method == "fast":
@@ -223,6 +228,7 @@ def train(config, workdir):
     sde, eps = build_sde(config)
     state = training.restore_checkpoint(meta_checkpoint(workdir), build_state(config, parallel=True),
                                         missing_ok=True)
+    accelerate(config, state.model)
     loss_fn = training.make_loss(sde, **loss_kwargs(config, train=True))
     eval_loss_fn = training.make_loss(sde, **loss_kwargs(config, train=False))
     logger = Logger(config, workdir) if main else SilentLogger()
@@ -232,6 +238,16 @@ def train(config, workdir):
         logger.close()
     distributed.barrier()  # the other ranks wait for rank 0's last checkpoint
     return state
+
+
+def accelerate(config, model):
+    """Check training.precision, and compile the network in place (state-dict keys unchanged) when
+    training.compile names a mode; the first training step then pays for the compilation."""
+    t = config.training
+    acceleration.autocast(device(), t.precision)  # raises on an unknown precision, before any work
+    if t.compile is not None:
+        acceleration.check_compile_mode(t.compile)
+        model.compile(fullgraph=True, mode=t.compile)
 
 
 def _start_segment(config, split, step):
@@ -252,10 +268,16 @@ def _train_loop(config, workdir, sde, eps, state, loss_fn, eval_loss_fn, logger)
                                 rank=shard.rank, world_size=shard.world_size)
     # (an endless stream: the evaluation loss is a running check, one batch every eval_freq steps)
     bar = tqdm(total=t.n_iters, initial=state.step, desc="training", unit="step", disable=shard.rank > 0)
+    first_step = True
     while state.step < t.n_iters:
         for batch in _start_segment(config, "train", state.step):
+            started = time.perf_counter()
             loss = training.train_step(state, batch, loss_fn, config.optim.lr, config.optim.warmup,
-                                       config.optim.grad_clip)
+                                       config.optim.grad_clip, t.precision)
+            if t.compile is not None and first_step:
+                first_step = False
+                logging.warning("first training step took %.1f s (torch.compile mode %r included)",
+                                time.perf_counter() - started, t.compile)
             bar.update(1)
             if state.step % t.log_freq == 0:
                 value = distributed.mean(loss).item()  # the one host read, every log_freq steps

@@ -19,6 +19,10 @@ def get_default_configs() -> ml_collections.ConfigDict:
     training.continuous = True
     training.reduce_mean = False
     training.sde = None  # 'vpsde', 'subvpsde' or 'vesde': every experiment names its SDE
+    # Ours (docs/performance.md): 'fp32', or 'bf16' autocast with float32 weights and optimizer state; and
+    # a torch.compile mode for the network ('default', 'reduce-overhead', 'max-autotune'; unset: eager).
+    training.precision = "fp32"
+    training.compile = ml_collections.config_dict.placeholder(str)
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.n_steps_each = 1
@@ -33,6 +37,8 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.schedule = "logsnr"
     sampling.eta = 1.0
     sampling.churn = 5.0
+    # Ours: a torch.compile mode for one PC step ('reduce-overhead': CUDA graphs on a GPU; unset: eager).
+    sampling.compile = ml_collections.config_dict.placeholder(str)
     sampling.predictor = None  # every experiment names its predictor and corrector
     sampling.corrector = None
 

@@ -37,7 +37,7 @@ def dsm_losses(sde, score_fn, x, t, z, reduce_mean=False, likelihood_weighting=F
 def smld_losses(sde, model_fn, x, labels, z, reduce_mean=False):
     """Per-sample NCSN loss [B] (Song & Ermon 2019, eq. 5): σ²·‖model(x + σz, i) + z/σ‖², with labels i
     indexing the noise levels from the largest (0) to the smallest (N − 1), as NCSN does."""
-    sigma = sde.discrete_sigmas.to(x).flip(0)[labels]
+    sigma = sde.discrete_sigmas_on(x.device).to(x.dtype).flip(0)[labels]
     noise = expand_to(sigma, x) * z
     score = model_fn(x + noise, labels)
     return _reduce((score + noise / expand_to(sigma**2, x)) ** 2, reduce_mean) * sigma**2
@@ -45,7 +45,7 @@ def smld_losses(sde, model_fn, x, labels, z, reduce_mean=False):
 
 def ddpm_losses(sde, model_fn, x, labels, z, reduce_mean=False):
     """Per-sample DDPM loss [B] (Ho et al. 2020, eq. 14): ‖model(√ᾱ_i·x + √(1 − ᾱ_i)·z, i) − z‖²."""
-    alphas_cumprod = sde.alphas_cumprod.to(x)[labels]
+    alphas_cumprod = sde.alphas_cumprod_on(x.device).to(x.dtype)[labels]
     perturbed = expand_to(alphas_cumprod.sqrt(), x) * x + expand_to((1 - alphas_cumprod).sqrt(), x) * z
     return _reduce((model_fn(perturbed, labels) - z) ** 2, reduce_mean)
 

@@ -160,10 +160,20 @@ class VPSDE(_LinearBetaSDE):
 
     def __init__(self, beta_min=0.1, beta_max=20.0, N=1000):
         super().__init__(beta_min, beta_max, N)
-        # The DDPM chain: beta_i = beta(t_i) / N on N equally spaced levels (Ho et al. 2020).
-        self.discrete_betas = torch.linspace(beta_min / N, beta_max / N, N, dtype=torch.float64)
+        self.discrete_betas = self.discrete_betas_on("cpu")
         self.alphas = 1.0 - self.discrete_betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self.alphas_cumprod = self.alphas_cumprod_on("cpu")
+
+    def discrete_betas_on(self, device):
+        """The DDPM chain's β_i = β(t_i) / N on N equally spaced levels (Ho et al. 2020), float64, made on
+        the device: samplers read them every step, and a host-to-device copy per step would stall a GPU
+        (and keep a step out of a CUDA graph)."""
+        return torch.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N, dtype=torch.float64,
+                              device=device)
+
+    def alphas_cumprod_on(self, device):
+        """ᾱ_i = Π_{k<=i} (1 − β_k), float64, made on the device."""
+        return torch.cumprod(1.0 - self.discrete_betas_on(device), dim=0)
 
     def sde(self, x, t):
         check_time(x, t, self.T)
@@ -183,7 +193,7 @@ class VPSDE(_LinearBetaSDE):
         if self.beta_max >= self.N:
             raise ValueError(f"the DDPM chain needs beta_max / N < 1, got beta_max={self.beta_max}, "
                              f"N={self.N}: use more steps or a continuous-time predictor (euler_maruyama)")
-        return self.discrete_betas.to(t)[self.timestep_index(t)]
+        return self.discrete_betas_on(t.device).to(t.dtype)[self.timestep_index(t)]
 
     def discretize(self, x, t):
         """DDPM step into level i: x_i = √(1 − β_i)·x_{i−1} + √β_i·z, as (f, G) with f = x_i's mean − x."""
@@ -234,10 +244,14 @@ class VESDE(SDE):
         super().__init__(N)
         self.sigma_min = sigma_min
         self.sigma_max = sigma_max
-        # SMLD's noise levels, geometric from sigma_min (index 0) to sigma_max (index N − 1).
-        self.discrete_sigmas = torch.exp(
-            torch.linspace(math.log(sigma_min), math.log(sigma_max), N, dtype=torch.float64)
-        )
+        self.discrete_sigmas = self.discrete_sigmas_on("cpu")
+
+    def discrete_sigmas_on(self, device):
+        """SMLD's noise levels, geometric from sigma_min (index 0) to sigma_max (index N − 1), float64, made
+        on the device (as VPSDE.discrete_betas_on, to spare samplers a copy per step)."""
+        log_sigmas = torch.linspace(math.log(self.sigma_min), math.log(self.sigma_max), self.N,
+                                    dtype=torch.float64, device=device)
+        return torch.exp(log_sigmas)
 
     def sigma(self, t):
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
@@ -261,7 +275,7 @@ class VESDE(SDE):
 
     def _sigma_and_previous(self, t):
         i = self.timestep_index(t)
-        sigmas = self.discrete_sigmas.to(t)
+        sigmas = self.discrete_sigmas_on(t.device).to(t.dtype)
         previous = torch.where(i == 0, torch.zeros_like(t), sigmas[(i - 1).clamp(min=0)])
         return sigmas[i], previous
 
@@ -281,15 +295,17 @@ class VESDE(SDE):
 SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
 
 
-def check_time(x, t, T=1.0):
-    """Raise ValueError unless t is [B] with x's batch size and, on the CPU, inside [0, T].
+# Devices whose times check_time range-checks. The check reads values, which on an accelerator would stall
+# the device every step, so it is done only where it is free; samplers build their time grids inside
+# [eps, T] by construction. (Tests empty it to count the host reads a GPU would make.)
+RANGE_CHECKED_DEVICES = ("cpu",)
 
-    The range check reads values, which on an accelerator would stall the device every step, so it is
-    done where it is free (CPU tensors); samplers build their time grids inside [eps, T] by construction.
-    """
+
+def check_time(x, t, T=1.0):
+    """Raise ValueError unless t is [B] with x's batch size and, on the CPU, inside [0, T]."""
     if t.ndim != 1 or t.shape[0] != x.shape[0]:
         raise ValueError(f"t must have shape [B] = [{x.shape[0]}] to match x {tuple(x.shape)}, "
                          f"got {tuple(t.shape)}")
-    if t.device.type == "cpu" and not torch.compiler.is_compiling() and t.numel():
+    if t.device.type in RANGE_CHECKED_DEVICES and not torch.compiler.is_compiling() and t.numel():
         if bool((t < 0).any()) or bool((t > T).any()):
             raise ValueError(f"t must lie in [0, {T}], got values in [{t.min().item()}, {t.max().item()}]")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from score_sde.acceleration import autocast
 from score_sde.distributed import ONE_PROCESS, Shard
 from score_sde.losses import get_loss_fn
 from score_sde.models import ExponentialMovingAverage, get_model_fn, get_score_fn
@@ -263,18 +264,23 @@ def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
 
 
 def train_step(state: TrainState, batch: torch.Tensor, loss_fn, lr: float, warmup: int = 0,
-               grad_clip: float = -1.0) -> torch.Tensor:
+               grad_clip: float = -1.0, precision: str = "fp32") -> torch.Tensor:
     """One optimisation step on batch [B, ...], drawing its randomness from state.generator.
+
+    Nothing here reads a value back to the host: the caller decides when to look at the loss.
 
     Args:
         loss_fn: from `make_loss(..., train=True)`.
         lr, warmup, grad_clip: `config.optim.lr`, `.warmup` (steps), `.grad_clip` (global norm; < 0: none).
+        precision: `config.training.precision`: "fp32", or "bf16" to run the forward pass under bf16
+            autocast (acceleration.PRECISIONS); weights, gradients and optimizer state stay float32.
 
     Returns:
-        the loss before the step, a detached 0-d tensor on the batch's device.
+        the loss before the step, a detached 0-d float32 tensor on the batch's device.
     """
     state.optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(state, batch, state.generator)
+    with autocast(batch.device, precision):
+        loss = loss_fn(state, batch, state.generator)
     loss.backward()
     optimize(state.optimizer, state.model.parameters(), state.step, lr, warmup, grad_clip)
     state.step += 1

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from exact import assert_matches_two_modes
+from syncs import CountHostSyncs
 
 from score_sde.analytic import GaussianMixture
 from score_sde.sampling import ode_sample
@@ -185,20 +186,6 @@ def test_bad_names_and_arguments_raise_listing_the_choices():
         fast_sample(sde, score_fn, (2, 1), solver="euler", eta=0.5)  # an option the solver does not take
 
 
-class CountHostReads(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts the operations that read a tensor's value back to the host (a device sync on a GPU)."""
-
-    READS = {"_local_scalar_dense", "is_nonzero", "nonzero"}
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += func.__name__.split(".")[0] in self.READS
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_no_host_reads_in_the_solver_loop(solver):
     """The grid and every coefficient are Python floats computed before the loop: one host read in all (the
@@ -207,7 +194,7 @@ def test_no_host_reads_in_the_solver_loop(solver):
     score_fn = GaussianMixture([1.0], [[1.0, 0.0]], [0.5]).score_fn(sde)
     counts = []
     for steps in (4, 8):
-        with CountHostReads() as reads:
+        with CountHostSyncs() as reads:
             fast_sample(sde, score_fn, (3, 2), solver=solver, steps=steps, eps=1e-5,
                         generator=torch.Generator().manual_seed(0))
         counts.append(reads.count)

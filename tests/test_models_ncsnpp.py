@@ -89,7 +89,8 @@ def test_full_size_structure_matches_manifest(name):
     assert sum(p.numel() for p in model.parameters()) == entry["num_parameters"]
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == entry["num_trainable_parameters"]
     assert [k for k, p in model.named_parameters() if not p.requires_grad] == entry["frozen_parameters"]
-    assert [k for k, _ in model.named_buffers()] == entry["buffers"]
+    # Our non-persistent buffers (FIR taps kept on the device) are in no checkpoint: compare the saved ones.
+    assert [k for k, _ in model.named_buffers() if k in state] == entry["buffers"]
     assert {k: str(v.dtype).removeprefix("torch.") for k, v in state.items() if v.dtype != torch.float32} == \
         entry["non_float32_dtypes"]
     skipped = (torch.nn.ModuleList, *(type(make()) for make in ACTIVATIONS.values()))  # not in the manifest

@@ -14,8 +14,9 @@ from score_sde.models.layers import variance_scaling_
 
 def setup_kernel(k) -> torch.Tensor:
     """The 2-D FIR kernel for taps `k` (1-D: outer product with itself; 2-D: as given), normalised to sum
-    to 1, in float64 on the CPU. For integer taps its float32 rounding equals the original's numpy one."""
-    k = torch.as_tensor(k, dtype=torch.float64, device="cpu")
+    to 1, in float64: on the CPU for a sequence, on k's device for a tensor (see `register_taps`). For
+    integer taps its float32 rounding equals the original's numpy one."""
+    k = torch.as_tensor(k, dtype=torch.float64, device=k.device if torch.is_tensor(k) else "cpu")
     if k.ndim == 1:
         k = torch.outer(k, k)
     if k.ndim != 2 or k.shape[0] != k.shape[1]:
@@ -23,8 +24,14 @@ def setup_kernel(k) -> torch.Tensor:
     return k / k.sum()
 
 
+def register_taps(module: nn.Module, k) -> None:
+    """Keep the taps k on `module` as the buffer `fir_taps` (float32, exact for integer taps; not saved in
+    state dicts), so that they move with the network: a kernel made from a Python sequence in forward would
+    be copied from the host at every call, which on a GPU waits for the device."""
+    module.register_buffer("fir_taps", torch.tensor(k, dtype=torch.float32), persistent=False)
+
+
 def _kernel_like(k, x: torch.Tensor, scale: float) -> torch.Tensor:
-    # Cast on the CPU first: some devices (MPS) have no float64.
     return (setup_kernel(k) * scale).to(x.dtype).to(x.device)
 
 
@@ -135,13 +142,14 @@ class Conv2d(nn.Module):
             self.bias = nn.Parameter(torch.zeros(out_ch))
         self.up, self.down, self.kernel, self.use_bias = up, down, kernel, use_bias
         self.resample_kernel = tuple(resample_kernel)
+        register_taps(self, resample_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, in_ch, H, W] -> [B, out_ch, H', W'] with H' = 2H (up), H / 2 (down) or H."""
         if self.up:
-            h = upsample_conv_2d(x, self.weight, k=self.resample_kernel)
+            h = upsample_conv_2d(x, self.weight, k=self.fir_taps)
         elif self.down:
-            h = conv_downsample_2d(x, self.weight, k=self.resample_kernel)
+            h = conv_downsample_2d(x, self.weight, k=self.fir_taps)
         else:
             h = F.conv2d(x, self.weight, padding=self.kernel // 2)
         if self.use_bias:

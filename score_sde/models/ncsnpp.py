@@ -15,7 +15,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from score_sde.models.fir import Conv2d as FIRConv2d
-from score_sde.models.fir import downsample_2d, naive_downsample_2d, naive_upsample_2d, upsample_2d
+from score_sde.models.fir import (
+    downsample_2d,
+    naive_downsample_2d,
+    naive_upsample_2d,
+    register_taps,
+    upsample_2d,
+)
 from score_sde.models.layers import (
     NIN,
     conv1x1,
@@ -90,10 +96,11 @@ class AttnBlockpp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C, H, W] -> [B, C, H, W]."""
         h = self.GroupNorm_0(x)
-        q, k, v = (nin(h).flatten(2) for nin in (self.NIN_0, self.NIN_1, self.NIN_2))  # [B, C, H·W]
-        w = torch.einsum("bci,bcj->bij", q, k) * (x.shape[1] ** -0.5)
-        w = torch.softmax(w, dim=-1)  # over the key pixels j
-        h = torch.einsum("bij,bcj->bci", w, v).reshape(x.shape)
+        # [B, C, H, W] -> [B, H·W, C]: one token per pixel. SDPA computes softmax(q kᵀ / √C) v, the
+        # softmax over the key pixels, in one fused kernel on a GPU instead of materialising the weights.
+        q, k, v = (nin(h).flatten(2).transpose(1, 2) for nin in (self.NIN_0, self.NIN_1, self.NIN_2))
+        h = F.scaled_dot_product_attention(q, k, v)
+        h = h.transpose(1, 2).reshape(x.shape)
         return _skip_sum(x, self.NIN_3(h), self.skip_rescale)
 
 
@@ -110,11 +117,13 @@ class Upsample(nn.Module):
         elif with_conv:
             self.Conv_0 = conv3x3(in_ch, out_ch)
         self.fir, self.with_conv, self.fir_kernel, self.out_ch = fir, with_conv, tuple(fir_kernel), out_ch
+        if fir:
+            register_taps(self, fir_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, in_ch, H, W] -> [B, out_ch, 2H, 2W]."""
         if self.fir:
-            return self.Conv2d_0(x) if self.with_conv else upsample_2d(x, self.fir_kernel)
+            return self.Conv2d_0(x) if self.with_conv else upsample_2d(x, self.fir_taps)
         h = naive_upsample_2d(x)
         return self.Conv_0(h) if self.with_conv else h
 
@@ -132,11 +141,13 @@ class Downsample(nn.Module):
         elif with_conv:
             self.Conv_0 = ddpm_conv(in_ch, out_ch, 3, stride=2, padding=0)
         self.fir, self.with_conv, self.fir_kernel, self.out_ch = fir, with_conv, tuple(fir_kernel), out_ch
+        if fir:
+            register_taps(self, fir_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, in_ch, H, W] -> [B, out_ch, H/2, W/2]."""
         if self.fir:
-            return self.Conv2d_0(x) if self.with_conv else downsample_2d(x, self.fir_kernel)
+            return self.Conv2d_0(x) if self.with_conv else downsample_2d(x, self.fir_taps)
         if self.with_conv:
             return self.Conv_0(F.pad(x, (0, 1, 0, 1)))
         return naive_downsample_2d(x)
@@ -192,16 +203,18 @@ class ResnetBlockBigGANpp(nn.Module):
         if in_ch != out_ch or up or down:
             self.Conv_2 = conv1x1(in_ch, out_ch)
         self.act, self.up, self.down, self.fir, self.fir_kernel = act, up, down, fir, tuple(fir_kernel)
+        if fir:
+            register_taps(self, fir_kernel)
         self.skip_rescale, self.in_ch, self.out_ch = skip_rescale, in_ch, out_ch
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
         if self.up:
             if self.fir:
-                return upsample_2d(x, self.fir_kernel)
+                return upsample_2d(x, self.fir_taps)
             return naive_upsample_2d(x)
         if self.down:
             if self.fir:
-                return downsample_2d(x, self.fir_kernel)
+                return downsample_2d(x, self.fir_taps)
             return naive_downsample_2d(x)
         return x
 

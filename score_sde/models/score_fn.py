@@ -64,7 +64,7 @@ def noise_std(sde: SDE, t: torch.Tensor, continuous: bool = True) -> torch.Tenso
     if continuous or isinstance(sde, subVPSDE):
         return sde.marginal_coefficients(t)[1]
     index = (t * (sde.N - 1)).long()
-    return torch.sqrt(1.0 - sde.alphas_cumprod.to(device=t.device)[index]).to(t.dtype)
+    return torch.sqrt(1.0 - sde.alphas_cumprod_on(t.device)[index]).to(t.dtype)
 
 
 def get_score_fn(sde: SDE, model: nn.Module, continuous: bool = True, train: bool = False):

@@ -1,11 +1,12 @@
 """Correctors of the PC sampler: score-based MCMC at a fixed noise level t_i.
 
-`update(x, t, generator)` runs n_steps Langevin steps x ← x + ε·score + √(2ε)·z and returns (x, x_mean);
-the two correctors differ only in how they choose the step size ε.
+`update(x, t, noise)` runs n_steps Langevin steps x ← x + ε·score + √(2ε)·z, the k-th with z = noise[k] (the
+caller draws the `noises` = n_steps standard normal tensors, as for predictors), and returns (x, x_mean); the
+two correctors differ only in how they choose the step size ε.
 """
 import torch
 
-from score_sde.sde import expand_to, randn_like
+from score_sde.sde import expand_to
 
 
 class LangevinCorrector:
@@ -19,21 +20,20 @@ class LangevinCorrector:
         self.score_fn = score_fn
         self.snr = snr
         self.n_steps = n_steps
-        self.evaluations = n_steps
+        self.evaluations = self.noises = n_steps
 
     def step_size(self, x, t, score, noise):
         score_norm = score.flatten(1).norm(dim=1).mean()
         noise_norm = noise.flatten(1).norm(dim=1).mean()
         return 2 * self.sde.langevin_step_scale(t) * (self.snr * noise_norm / score_norm) ** 2
 
-    def update(self, x, t, generator=None):
+    def update(self, x, t, noise):
         x_mean = x
-        for _ in range(self.n_steps):
+        for z in noise:
             score = self.score_fn(x, t)
-            noise = randn_like(x, generator)
-            eps = self.step_size(x, t, score, noise)
+            eps = self.step_size(x, t, score, z)
             x_mean = x + expand_to(eps, x) * score
-            x = x_mean + expand_to(torch.sqrt(2 * eps), x) * noise
+            x = x_mean + expand_to(torch.sqrt(2 * eps), x) * z
         return x, x_mean
 
 
@@ -50,11 +50,12 @@ class NoneCorrector:
     """No corrector: predictor-only sampling."""
 
     evaluations = 0
+    noises = 0
 
     def __init__(self, sde, score_fn, snr=0.16, n_steps=1):
         pass
 
-    def update(self, x, t, generator=None):
+    def update(self, x, t, noise=()):
         return x, x
 
 

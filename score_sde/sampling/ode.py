@@ -41,6 +41,6 @@ def ode_sample(sde, score_fn, shape, rtol=1e-5, atol=1e-5, method="rk45", eps=1e
     x, nfe = odeint(lambda t, x: drift_fn(x, t.expand(batch)), z, sde.T, eps, rtol, atol, method, progress)
     if denoise:
         t = torch.full((batch,), eps, dtype=x.dtype, device=x.device)
-        _, x = ReverseDiffusionPredictor(sde, score_fn).update(x, t, generator)
+        _, x = ReverseDiffusionPredictor(sde, score_fn).update(x, t, (torch.zeros_like(x),))  # its mean
         nfe += 1
     return x, nfe

@@ -34,7 +34,8 @@ def _combine(y, h, weights, ks):
 
 
 def _time(t, y):
-    return torch.tensor(t, dtype=y.dtype, device=y.device)
+    # Filled on the device: torch.tensor(t, device=...) would copy from the host at every stage.
+    return torch.full((), t, dtype=y.dtype, device=y.device)
 
 
 def _initial_step(fn, t0, y0, f0, t1, rtol, atol):

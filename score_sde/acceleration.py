@@ -1,0 +1,61 @@
+"""The opt-in switches that make training and sampling fast on a GPU: bf16 autocast and torch.compile.
+
+Both are chosen by name in the config (`training.precision`, `training.compile`, `sampling.compile`) and
+turned into objects here, once. Compilation is lazy, so its cost lands on the first call; `Compiled` times
+that call and reports it, since compile time (tens of seconds to minutes) is a cost users feel.
+"""
+import contextlib
+import logging
+import time
+
+import torch
+
+from score_sde.registry import lookup
+
+# fp32: no autocast. bf16: matrix products and convolutions in bfloat16, weights and optimizer state fp32.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+log = logging.getLogger(__name__)
+
+
+def autocast(device: torch.device | str, precision: str = "fp32"):
+    """A context running its operations in `precision` (a PRECISIONS name) on the device's type."""
+    dtype = lookup(PRECISIONS, precision, "precision")
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def check_compile_mode(mode: str | None) -> None:
+    """ValueError unless mode is None (eager) or one of COMPILE_MODES."""
+    if mode is not None:
+        lookup(dict.fromkeys(COMPILE_MODES), mode, "compile mode")
+
+
+class Compiled:
+    """fn compiled with torch.compile(fullgraph=True, mode=mode): one graph, no silent fallback to Python;
+    the first call (where compilation happens) is timed and logged, and its seconds kept in `first_call_s`.
+    """
+
+    def __init__(self, fn, mode: str = "default", name: str | None = None):
+        check_compile_mode(mode)
+        self.fn = torch.compile(fn, fullgraph=True, mode=mode)
+        self.mode = mode
+        self.name = name or getattr(fn, "__name__", "function")
+        self.first_call_s = None
+
+    def __call__(self, *args, **kwargs):
+        if self.first_call_s is not None:
+            return self.fn(*args, **kwargs)
+        start = time.perf_counter()
+        out = self.fn(*args, **kwargs)
+        self.first_call_s = time.perf_counter() - start
+        log.warning("torch.compile(mode=%r) of %s: first call took %.1f s (compilation included)",
+                    self.mode, self.name, self.first_call_s)
+        return out
+
+
+def compiled(fn, mode: str | None, name: str | None = None):
+    """fn itself when mode is None, else Compiled(fn, mode, name)."""
+    return fn if mode is None else Compiled(fn, mode, name)

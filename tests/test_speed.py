@@ -1,0 +1,56 @@
+"""benchmarks/speed.py --quick runs end to end on the CPU and records every figure it promises."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import speed  # noqa: E402
+
+FIGURES = {"train_fp32": "images_s", "train_bf16": "images_s", "train_bf16_compiled": "first_step_s",
+           "eval_fp32": "eval_ms", "eval_bf16_compiled": "eval_ms", "pc_fp32": "pc_overhead",
+           "pc_bf16_compiled": "pc_ms"}
+
+
+@pytest.fixture
+def traced_not_generated(monkeypatch):
+    """torch.compile with the aot_eager backend: dynamo and AOT autograd trace exactly what inductor would
+    compile (graph breaks would show), in seconds instead of minutes of C++ compilation on a CPU."""
+    compile_fn = torch.compile
+
+    def aot_eager(fn, *, fullgraph=False, mode=None, **kwargs):
+        return compile_fn(fn, fullgraph=fullgraph, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", aot_eager)
+
+
+def test_quick_run_records_every_figure(tmp_path, traced_not_generated):
+    out = tmp_path / "speed.json"
+    rows = speed.main(["--quick", "--models", "vp_ddpmpp_continuous", "--levels", "21", "--rtol", "1e-3",
+                       "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["meta"]["device"] == "cpu" and saved["meta"]["skipped"] == []
+    assert [r["model"] for r in saved["rows"]] == [r["model"] for r in rows] == ["DDPM++ cont. (VP)"]
+    first = rows[0]
+    for part, key in FIGURES.items():
+        assert first[part][key] is not None and first[part][key] == first[part][key], (part, key)  # not NaN
+    assert first["train_bf16"]["images_s"] > 0 and first["forward_gflop"] > 0
+    assert first["warm_compile"]["first_call_s"] > 0
+    # The same data and probes through bf16 and fp32: close bits/dim (untrained tiny network).
+    assert abs(first["likelihood_bf16_compiled"]["bpd"] - first["likelihood_fp32"]["bpd"]) < 0.05
+    assert any("training img/s bf16 compiled" in line for line in saved["table"])
+
+
+def test_the_time_budget_skips_compiles_and_says_so(tmp_path):
+    """The other two networks, eager only: a spent budget skips every compiled figure and lists it."""
+    rows = speed.main(["--quick", "--models", "ve_ncsnpp_continuous", "vp_ddpm", "--levels", "21",
+                       "--budget-s", "0", "--out", str(tmp_path / "speed.json")])
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    models = ("NCSN++ cont. (VE)", "DDPM (VP)")
+    expected = [f"{model} compiled {what}" for model in models for what in ("training", "evaluation")]
+    assert saved["meta"]["skipped"] == expected
+    for row in rows:
+        assert "train_bf16_compiled" not in row and "eval_bf16_compiled" not in row
+        assert row["train_fp32"]["images_s"] > 0 and row["pc_fp32"]["pc_ms"] > 0
