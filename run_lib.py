@@ -62,7 +62,8 @@ def build_state(config, parallel=False):
     """A fresh TrainState on the device: network, EMA, optimizer and the training generator (seeded alike on
     every rank); with `parallel` under several processes, the network's DistributedDataParallel wrapper."""
     torch.manual_seed(config.seed)
-    model = create_model(config).to(device())
+    memory_format = torch.channels_last if config.model.channels_last else torch.preserve_format
+    model = create_model(config).to(device(), memory_format=memory_format)
     o = config.optim
     optimizer = training.make_optimizer(model.parameters(), o.lr, o.beta1, o.eps, o.weight_decay, o.optimizer)
     generator = torch.Generator(device()).manual_seed(config.seed)

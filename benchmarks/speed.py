@@ -58,10 +58,11 @@ PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100",
 # ---- setting up ----
 
 
-def experiment(name, quick):
+def experiment(name, quick, channels_last=False):
     """The named config at batch 128, or shrunk to tiny networks on 8×8 images at batch 2 with --quick."""
     config = load_config(name)
     config.training.batch_size = 128
+    config.model.channels_last = channels_last
     if quick:
         config.training.batch_size = 2
         config.data.image_size = 8
@@ -142,7 +143,8 @@ def train_speed(config, device, precision, compile_mode, iters):
 
 def network(config, device, compile_mode=None):
     torch.manual_seed(0)
-    model = create_model(config).to(device).eval()
+    memory_format = torch.channels_last if config.model.channels_last else torch.preserve_format
+    model = create_model(config).to(device, memory_format=memory_format).eval()
     if compile_mode is not None:
         model.compile(fullgraph=True, mode=compile_mode)
     return model
@@ -182,8 +184,9 @@ def pc_speed(model, config, device, precision, levels, eval_ms):
     return dict(pc_ms=per_level, pc_overhead=per_level / (evaluations * eval_ms) - 1)
 
 
-def likelihood_speed(model, config, sde, device, precision, rtol):
-    """ms per likelihood ODE function evaluation and the bits/dim, the same data and probes every time."""
+def likelihood_speed(model, config, sde, device, precision, rtol, warm_up):
+    """ms per likelihood ODE function evaluation and the bits/dim, the same data and probes every time;
+    with warm_up, an untimed first solve (which compiles a compiled network's graphs)."""
     score_fn = get_score_fn(sde, model, continuous=config.training.continuous)
     gen = torch.Generator(device).manual_seed(3)
     pixels = torch.randint(0, 256, run_lib.sample_shape(config, config.training.batch_size), device=device,
@@ -195,8 +198,9 @@ def likelihood_speed(model, config, sde, device, precision, rtol):
             return log_likelihood(sde, score_fn, x, rtol=rtol, atol=rtol,
                                   generator=torch.Generator(device).manual_seed(4))
 
-    measure()  # compiles the forward and backward graphs on the compiled path
-    synchronize(device)
+    if warm_up:
+        measure()
+        synchronize(device)
     start = time.perf_counter()
     logp, _, nfe = measure()
     synchronize(device)
@@ -223,34 +227,39 @@ class Budget:
 
 def measure_network(label, name, args, device, budget, first):
     """Every figure for one network, as a dict."""
-    config = experiment(name, args.quick)
+
+    def fresh():  # each measurement changes its copy of the config
+        return experiment(name, args.quick, args.channels_last)
+
+    config = fresh()
     row = dict(model=label, config=name, batch=config.training.batch_size,
                forward_gflop=forward_gflop(config))
     for key, precision, mode in (("fp32", "fp32", None), ("bf16", "bf16", None),
                                  ("bf16_compiled", "bf16", args.compile_mode)):
         if mode is not None and not budget.allows(f"{label} compiled training"):
             continue
-        row[f"train_{key}"] = train_speed(experiment(name, args.quick), device, precision, mode, args.iters)
+        row[f"train_{key}"] = train_speed(fresh(), device, precision, mode, args.iters)
         print(f"  {label}: training {key}: {row[f'train_{key}']}", flush=True)
     sde, _ = run_lib.build_sde(config)
     eager = network(config, device)
     row["eval_fp32"] = eval_speed(eager, config, sde, device, "fp32", args.iters)
-    row["pc_fp32"] = pc_speed(eager, experiment(name, args.quick), device, "fp32", args.levels,
+    row["pc_fp32"] = pc_speed(eager, fresh(), device, "fp32", args.levels,
                               row["eval_fp32"]["eval_ms"])
     fast = None
     if budget.allows(f"{label} compiled evaluation"):
         fast = network(config, device, args.compile_mode)
         row["eval_bf16_compiled"] = eval_speed(fast, config, sde, device, "bf16", args.iters)
-        row["pc_bf16_compiled"] = pc_speed(fast, experiment(name, args.quick), device, "bf16", args.levels,
+        row["pc_bf16_compiled"] = pc_speed(fast, fresh(), device, "bf16", args.levels,
                                            row["eval_bf16_compiled"]["eval_ms"])
         if first and budget.allows("warm compile"):
             torch._dynamo.reset()  # forget the compiled code; inductor's on-disk cache stays warm
             row["warm_compile"] = eval_speed(network(config, device, args.compile_mode), config, sde, device,
                                              "bf16", 1)
     if first:  # the likelihood of DDPM++ (the original's 0.16 s per evaluation)
-        row["likelihood_fp32"] = likelihood_speed(eager, config, sde, device, "fp32", args.rtol)
+        row["likelihood_fp32"] = likelihood_speed(eager, config, sde, device, "fp32", args.rtol, False)
         if fast is not None and budget.allows("compiled likelihood"):
-            row["likelihood_bf16_compiled"] = likelihood_speed(fast, config, sde, device, "bf16", args.rtol)
+            row["likelihood_bf16_compiled"] = likelihood_speed(fast, config, sde, device, "bf16", args.rtol,
+                                                               True)
     print(f"  {label}: {row}", flush=True)
     return row
 
@@ -321,7 +330,8 @@ def main(argv=None):
     parser.add_argument("--levels", type=int, default=None, help="PC levels timed")
     parser.add_argument("--rtol", type=float, default=1e-5, help="likelihood ODE tolerances")
     parser.add_argument("--compile-mode", default="default", help="torch.compile mode of the compiled rows")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="skip compiles after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=360.0, help="skip compiles after this many seconds")
+    parser.add_argument("--channels-last", action="store_true", help="networks in channels_last format")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     args.iters = args.iters or (2 if args.quick else 10)
@@ -338,7 +348,8 @@ def main(argv=None):
     lines = summary_lines(rows, device_name, args.quick)
     print("\n".join(lines))
     meta = dict(date=datetime.date.today().isoformat(), device=device_name, torch=torch.__version__,
-                quick=args.quick, iters=args.iters, levels=args.levels, compile_mode=args.compile_mode,
+                quick=args.quick, channels_last=args.channels_last, iters=args.iters, levels=args.levels,
+                compile_mode=args.compile_mode,
                 seconds=time.perf_counter() - budget.start, skipped=budget.skipped)
     suffix = "quick" if args.quick else device.type
     out = args.out or Path(__file__).parent / "results" / f"speed_{suffix}.json"

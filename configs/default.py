@@ -79,6 +79,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     data.num_workers = ml_collections.config_dict.placeholder(int)
 
     config.model = model = ml_collections.ConfigDict()
+    # Ours: keep 4-D weights (and so activations) in channels_last memory format, often faster for
+    # convolutions under bf16 on a GPU (docs/performance.md); the same outputs.
+    model.channels_last = False
     model.sigma_min = 0.01
     model.sigma_max = 50.  # floats: a command-line override may then be fractional
     model.num_scales = 1000

@@ -71,3 +71,16 @@ def test_autocast_names():
     assert isinstance(acceleration.autocast("cpu", "bf16"), torch.autocast)
     with acceleration.autocast("cpu", "fp32"):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_channels_last_reaches_the_network():
+    config = load_config("vp_mnist_ddpmpp_continuous")
+    config.model.nf, config.model.ch_mult, config.model.num_res_blocks = 8, (1, 2), 1
+    plain = run_lib.build_state(config).model
+    config.model.channels_last = True
+    model = run_lib.build_state(config).model
+    convs = [p for p in model.parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    x, labels = torch.randn(2, 1, 28, 28), torch.rand(2) * 999
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x, labels), plain.eval()(x, labels), rtol=1e-4, atol=1e-5)
