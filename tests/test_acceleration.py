@@ -8,17 +8,6 @@ from configs import load_config
 from score_sde import acceleration
 
 
-@pytest.fixture
-def traced_not_generated(monkeypatch):
-    """torch.compile with the aot_eager backend (what inductor would compile, traced in seconds)."""
-    compile_fn = torch.compile
-
-    def aot_eager(fn, *, fullgraph=False, mode=None, **kwargs):
-        return compile_fn(fn, fullgraph=fullgraph, backend="aot_eager")
-
-    monkeypatch.setattr(torch, "compile", aot_eager)
-
-
 def tiny_toy(**training):
     config = load_config("vp_toy")
     t = config.training

@@ -3,27 +3,12 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import speed  # noqa: E402
 
 FIGURES = {"train_fp32": "images_s", "train_bf16": "images_s", "train_bf16_compiled": "first_step_s",
            "eval_fp32": "eval_ms", "eval_bf16_compiled": "eval_ms", "pc_fp32": "pc_overhead",
            "pc_bf16_compiled": "pc_ms"}
-
-
-@pytest.fixture
-def traced_not_generated(monkeypatch):
-    """torch.compile with the aot_eager backend: dynamo and AOT autograd trace exactly what inductor would
-    compile (graph breaks would show), in seconds instead of minutes of C++ compilation on a CPU."""
-    compile_fn = torch.compile
-
-    def aot_eager(fn, *, fullgraph=False, mode=None, **kwargs):
-        return compile_fn(fn, fullgraph=fullgraph, backend="aot_eager")
-
-    monkeypatch.setattr(torch, "compile", aot_eager)
 
 
 def test_quick_run_records_every_figure(tmp_path, traced_not_generated):

@@ -142,12 +142,8 @@ def compiled_pc_sampling_equals_eager():
     assert runs[0][1] == runs[1][1] == 10
 
 
-def test_compiled_pc_sampling_equals_eager(monkeypatch):
-    """sampling.compile: the loop with its step compiled (fullgraph) draws the same samples as eager. The
-    aot_eager backend traces exactly what inductor would compile, in a second instead of half a minute."""
-    compile_fn = torch.compile
-    monkeypatch.setattr(acceleration.torch, "compile",
-                        lambda fn, fullgraph, mode: compile_fn(fn, fullgraph=fullgraph, backend="aot_eager"))
+def test_compiled_pc_sampling_equals_eager(traced_not_generated):
+    """sampling.compile: the loop with its step compiled (fullgraph) draws the same samples as eager."""
     compiled_pc_sampling_equals_eager()
 
 
