@@ -7,7 +7,8 @@ likelihood ODE of full-size DDPM++ cont. (VP), NCSN++ cont. (VE) and DDPM (VP) a
 Per network it measures: training images/s (loss, backward, clip, Adam, EMA: the real `train_step`) in fp32,
 bf16 and compiled bf16, with peak memory and MFU; ms per network evaluation (eval mode, no grad), eager fp32
 and compiled bf16; PC ms per level and the loop's overhead beyond its network evaluations; for DDPM++, the
-likelihood's ms per ODE function evaluation and its bits/dim on both paths; the cold compile time (a fresh
+likelihood's ms per ODE function evaluation and its bits/dim, eager fp32, compiled TF32 and compiled bf16
+(a network with init_scale 1, so that its score is not zero); the cold compile time (a fresh
 inductor cache) and a warm one (compiled again after torch._dynamo.reset()). Eager fp32 rows keep TF32 off,
 so they are true fp32, comparable with the original's figures (ORIGINAL) beside which ratios are printed.
 Forward GFLOP per image are counted on the meta device (FlopCounterMode), for MFU = training FLOP/s (3× the
@@ -91,6 +92,17 @@ def timed(fn, device, iters, warmup=2):
         fn()
     synchronize(device)
     return (time.perf_counter() - start) / iters, first
+
+
+@contextlib.contextmanager
+def tf32(enabled):
+    """TF32 matrix products and convolutions on (NVIDIA GPUs) inside the block, as they were outside it."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @contextlib.contextmanager
@@ -256,10 +268,18 @@ def measure_network(label, name, args, device, budget, first):
             row["warm_compile"] = eval_speed(network(config, device, args.compile_mode), config, sde, device,
                                              "bf16", 1)
     if first:  # the likelihood of DDPM++ (the original's 0.16 s per evaluation)
-        row["likelihood_fp32"] = likelihood_speed(eager, config, sde, device, "fp32", args.rtol, False)
-        if fast is not None and budget.allows("compiled likelihood"):
-            row["likelihood_bf16_compiled"] = likelihood_speed(fast, config, sde, device, "bf16", args.rtol,
-                                                               True)
+        # Untrained, the network's last layer is zero (init_scale 0): its score would vanish and both paths
+        # give the same bits/dim whatever their precision. With init_scale 1 the score is an O(1) random
+        # function, so the bits/dim comparison means something.
+        config.model.init_scale = 1.0
+        row["likelihood_fp32"] = likelihood_speed(network(config, device), config, sde, device, "fp32",
+                                                  args.rtol, False)
+        for key, precision in (("likelihood_tf32_compiled", "fp32"), ("likelihood_bf16_compiled", "bf16")):
+            if fast is None or not budget.allows(f"compiled likelihood ({key})"):
+                continue
+            with tf32(precision == "fp32"):  # TF32: float32 storage, 10-bit mantissa products
+                row[key] = likelihood_speed(network(config, device, args.compile_mode), config, sde, device,
+                                            precision, args.rtol, True)
     print(f"  {label}: {row}", flush=True)
     return row
 
@@ -301,9 +321,12 @@ def summary_lines(rows, device_name, quick=False):
         ("PC overhead beyond evaluations bf16 comp.", "pc_bf16_compiled", "pc_overhead", None, False, ".1%"),
         ("likelihood ms per evaluation fp32", "likelihood_fp32", "likelihood_ms", "likelihood_ms", True,
          ".2f"),
+        ("likelihood ms per evaluation tf32 comp.", "likelihood_tf32_compiled", "likelihood_ms",
+         "likelihood_ms", True, ".2f"),
         ("likelihood ms per evaluation bf16 comp.", "likelihood_bf16_compiled", "likelihood_ms",
          "likelihood_ms", True, ".2f"),
         ("likelihood bits/dim fp32", "likelihood_fp32", "bpd", None, False, ".4f"),
+        ("likelihood bits/dim tf32 compiled", "likelihood_tf32_compiled", "bpd", None, False, ".4f"),
         ("likelihood bits/dim bf16 compiled", "likelihood_bf16_compiled", "bpd", None, False, ".4f"),
     ]
     for title, part, key, original_key, inverse, spec in figures:
@@ -313,7 +336,7 @@ def summary_lines(rows, device_name, quick=False):
             original = ORIGINAL.get(r["model"], {}).get(original_key) if original_key else None
             cells.append(f"{fmt(value, spec) + ratio(value, original, inverse):>26s}")
         lines.append(f"{title:44s}" + "".join(cells))
-    lines.append(f"{'forward GFLOP per image':44s}" + "".join(f"{r['forward_gflop']:>26.2f}" for r in rows))
+    lines.append(f"{'forward GFLOP per image':44s}" + "".join(f"{r['forward_gflop']:>26.4g}" for r in rows))
     if peak:
         mfu = [get(r, "train_bf16_compiled", "images_s") for r in rows]
         lines.append(f"{'MFU, compiled bf16 training':44s}" + "".join(
