@@ -185,36 +185,39 @@ def pc_speed(model, config, device, precision, levels, eval_ms):
     s = config.sampling
     shape = run_lib.sample_shape(config, config.training.batch_size)
 
+    nfe = []
+
     def sample():
         with torch.no_grad(), autocast(device, precision):
-            return pc_sample(sde, score_fn, shape, s.predictor, s.corrector, s.snr, s.n_steps_each,
-                             generator=torch.Generator(device).manual_seed(2), device=device)
+            nfe.append(pc_sample(sde, score_fn, shape, s.predictor, s.corrector, s.snr, s.n_steps_each,
+                                 generator=torch.Generator(device).manual_seed(2), device=device)[1])
 
     seconds, _ = timed(sample, device, iters=1, warmup=1)
-    evaluations = sample()[1] / levels
+    evaluations = nfe[-1] / levels
     per_level = 1e3 * seconds / levels
     return dict(pc_ms=per_level, pc_overhead=per_level / (evaluations * eval_ms) - 1)
 
 
 def likelihood_speed(model, config, sde, device, precision, rtol, warm_up):
     """ms per likelihood ODE function evaluation and the bits/dim, the same data and probes every time;
-    with warm_up, an untimed first solve (which compiles a compiled network's graphs)."""
+    with warm_up, an untimed first solve at a loose tolerance (a few evaluations, which compile a compiled
+    network's graphs)."""
     score_fn = get_score_fn(sde, model, continuous=config.training.continuous)
     gen = torch.Generator(device).manual_seed(3)
     pixels = torch.randint(0, 256, run_lib.sample_shape(config, config.training.batch_size), device=device,
                            generator=gen)
     x = dequantize(pixels, config.data.centered, generator=gen)
 
-    def measure():
+    def measure(tolerance):
         with autocast(device, precision):
-            return log_likelihood(sde, score_fn, x, rtol=rtol, atol=rtol,
+            return log_likelihood(sde, score_fn, x, rtol=tolerance, atol=tolerance,
                                   generator=torch.Generator(device).manual_seed(4))
 
     if warm_up:
-        measure()
+        measure(0.1)
         synchronize(device)
     start = time.perf_counter()
-    logp, _, nfe = measure()
+    logp, _, nfe = measure(rtol)
     synchronize(device)
     bpd = bits_per_dim(logp, x.shape, config.data.centered).mean().item()
     return dict(likelihood_ms=1e3 * (time.perf_counter() - start) / nfe, likelihood_nfe=nfe, bpd=bpd)
@@ -351,7 +354,8 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=list(MODELS.values()), choices=list(MODELS.values()))
     parser.add_argument("--iters", type=int, default=None, help="timed training steps / evaluations")
     parser.add_argument("--levels", type=int, default=None, help="PC levels timed")
-    parser.add_argument("--rtol", type=float, default=1e-5, help="likelihood ODE tolerances")
+    parser.add_argument("--rtol", type=float, default=1e-3,  # a random network's flow is stiff: kept short
+                        help="likelihood ODE tolerances")
     parser.add_argument("--compile-mode", default="default", help="torch.compile mode of the compiled rows")
     parser.add_argument("--budget-s", type=float, default=360.0, help="skip compiles after this many seconds")
     parser.add_argument("--channels-last", action="store_true", help="networks in channels_last format")
