@@ -271,17 +271,26 @@ def measure_network(label, name, args, device, budget, first):
             row["warm_compile"] = eval_speed(network(config, device, args.compile_mode), config, sde, device,
                                              "bf16", 1)
     if first:  # the likelihood of DDPM++ (the original's 0.16 s per evaluation)
-        # Untrained, the network's last layer is zero (init_scale 0): its score would vanish and both paths
-        # give the same bits/dim whatever their precision. With init_scale 1 the score is an O(1) random
-        # function, so the bits/dim comparison means something.
+        def likelihood_network(compile_mode=None):
+            model = network(config, device)
+            if args.checkpoint:  # trained EMA weights, ours or the original's
+                state, _ = run_lib.load_trained_state(config, None, args.checkpoint)
+                state.ema.copy_to(state.model)
+                model.load_state_dict(state.model.state_dict())
+            if compile_mode is not None:
+                model.compile(fullgraph=True, mode=compile_mode)
+            return model
+
+        # Untrained, the network's last layer is zero (init_scale 0): its score would vanish and every path
+        # would give the same bits/dim. With init_scale 1 the score is an O(1) random function.
         config.model.init_scale = 1.0
-        row["likelihood_fp32"] = likelihood_speed(network(config, device), config, sde, device, "fp32",
+        row["likelihood_fp32"] = likelihood_speed(likelihood_network(), config, sde, device, "fp32",
                                                   args.rtol, False)
         for key, precision in (("likelihood_tf32_compiled", "fp32"), ("likelihood_bf16_compiled", "bf16")):
             if fast is None or not budget.allows(f"compiled likelihood ({key})"):
                 continue
             with tf32(precision == "fp32"):  # TF32: float32 storage, 10-bit mantissa products
-                row[key] = likelihood_speed(network(config, device, args.compile_mode), config, sde, device,
+                row[key] = likelihood_speed(likelihood_network(args.compile_mode), config, sde, device,
                                             precision, args.rtol, True)
     print(f"  {label}: {row}", flush=True)
     return row
@@ -358,6 +367,8 @@ def main(argv=None):
                         help="likelihood ODE tolerances")
     parser.add_argument("--compile-mode", default="default", help="torch.compile mode of the compiled rows")
     parser.add_argument("--budget-s", type=float, default=360.0, help="skip compiles after this many seconds")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="trained DDPM++ cont. weights (ours or the original's) for the likelihood rows")
     parser.add_argument("--channels-last", action="store_true", help="networks in channels_last format")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)

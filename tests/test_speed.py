@@ -6,6 +6,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import speed  # noqa: E402
 
+import run_lib  # noqa: E402
+from score_sde import train as training  # noqa: E402
+
 FIGURES = {"train_fp32": "images_s", "train_bf16": "images_s", "train_bf16_compiled": "first_step_s",
            "eval_fp32": "eval_ms", "eval_bf16_compiled": "eval_ms", "pc_fp32": "pc_overhead",
            "pc_bf16_compiled": "pc_ms"}
@@ -42,3 +45,19 @@ def test_the_time_budget_skips_compiles_and_says_so(tmp_path):
     for row in rows:
         assert "train_bf16_compiled" not in row and "eval_bf16_compiled" not in row
         assert row["train_fp32"]["images_s"] > 0 and row["pc_fp32"]["pc_ms"] > 0
+
+
+def test_the_likelihood_rows_read_trained_weights(tmp_path):
+    """--checkpoint: the likelihood network gets the checkpoint's EMA weights (here: all zero, so its score
+    vanishes and the bits/dim are those of the prior flow alone, unlike the random network's)."""
+    config = speed.experiment("vp_ddpmpp_continuous", quick=True)
+    state = run_lib.build_state(config)
+    for shadow in state.ema.shadow.values():
+        shadow.zero_()
+    training.save_checkpoint(tmp_path / "zero.pth", state)
+    args = ["--quick", "--models", "vp_ddpmpp_continuous", "--levels", "21", "--rtol", "1e-2",
+            "--budget-s", "0"]
+    zero = speed.main([*args, "--checkpoint", str(tmp_path / "zero.pth"), "--out", str(tmp_path / "a.json")])
+    random = speed.main([*args, "--out", str(tmp_path / "b.json")])
+    zero_nfe, random_nfe = (r[0]["likelihood_fp32"]["likelihood_nfe"] for r in (zero, random))
+    assert zero_nfe < random_nfe  # a vanishing score is the easy, linear flow
