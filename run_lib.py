@@ -380,15 +380,21 @@ def likelihood(config, workdir, checkpoint=None):
     images (dequantized, as the original), nats per point for toy data; mean ± standard error, and an .npz
     of the per-item values."""
     workdir = Path(workdir)
+    e = config.eval
+    acceleration.autocast(device(), e.bpd_precision)  # checks both names before any work
+    acceleration.check_compile_mode(e.bpd_compile)
     sde, _ = build_sde(config)
     model, path = load_for_inference(config, workdir, checkpoint)
+    if e.bpd_compile is not None:
+        model.compile(fullgraph=True, mode=e.bpd_compile)
     score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
     toy = config.data.dataset in data.TOYS
     points, values, gen = [], [], rank_generator(config)  # one stream: each batch draws its own probes
     for batch in tqdm(_likelihood_batches(config), desc="likelihood", unit="batch",
                       disable=not distributed.is_main()):
         points.append(batch)
-        logp, _, _ = log_likelihood(sde, score_fn, batch, eps=1e-5, generator=gen)
+        with acceleration.autocast(device(), e.bpd_precision):
+            logp, _, _ = log_likelihood(sde, score_fn, batch, eps=1e-5, generator=gen)
         values.append(logp if toy else bits_per_dim(logp, batch.shape, centered=config.data.centered))
     # Rank r evaluated items r, r + world_size, ... of the split: interleaving restores the split's order.
     values = distributed.interleave(distributed.gather(torch.cat(values).double().cpu()))

@@ -95,17 +95,6 @@ def timed(fn, device, iters, warmup=2):
 
 
 @contextlib.contextmanager
-def tf32(enabled):
-    """TF32 matrix products and convolutions on (NVIDIA GPUs) inside the block, as they were outside it."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-@contextlib.contextmanager
 def peak_memory(device, result):
     """Puts the peak GPU memory in GiB allocated inside the block into result['peak_gib'] (None on a CPU)."""
     if device.type == "cuda":
@@ -286,12 +275,11 @@ def measure_network(label, name, args, device, budget, first):
         config.model.init_scale = 1.0
         row["likelihood_fp32"] = likelihood_speed(likelihood_network(), config, sde, device, "fp32",
                                                   args.rtol, False)
-        for key, precision in (("likelihood_tf32_compiled", "fp32"), ("likelihood_bf16_compiled", "bf16")):
-            if fast is None or not budget.allows(f"compiled likelihood ({key})"):
+        for precision in ("tf32", "bf16"):
+            if fast is None or not budget.allows(f"compiled likelihood ({precision})"):
                 continue
-            with tf32(precision == "fp32"):  # TF32: float32 storage, 10-bit mantissa products
-                row[key] = likelihood_speed(likelihood_network(args.compile_mode), config, sde, device,
-                                            precision, args.rtol, True)
+            row[f"likelihood_{precision}_compiled"] = likelihood_speed(
+                likelihood_network(args.compile_mode), config, sde, device, precision, args.rtol, True)
     print(f"  {label}: {row}", flush=True)
     return row
 

@@ -53,6 +53,10 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.bpd_dataset = "test"
     # Ours: bits/dim over only the split's first items (a quick estimate); unset: the whole split.
     evaluate.bpd_num_items = ml_collections.config_dict.placeholder(int)
+    # Ours: the likelihood's precision ('fp32', 'tf32', 'bf16') and a torch.compile mode for its network
+    # (unset: eager); docs/performance.md says what each costs in bits/dim.
+    evaluate.bpd_precision = "fp32"
+    evaluate.bpd_compile = ml_collections.config_dict.placeholder(str)
     # Ours: sample quality (docs/evaluation.md). The feature network ('inception': the FID Inception; 'mnist':
     # our MNIST classifier), where its weights are, whether to download missing Inception weights, and the
     # reference statistics (`--mode stats` writes them; unset: <workdir>/stats/<dataset>_<size>_<features>_

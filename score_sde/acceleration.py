@@ -1,8 +1,9 @@
-"""The opt-in switches that make training and sampling fast on a GPU: bf16 autocast and torch.compile.
+"""The opt-in switches that make training and sampling fast on a GPU: reduced precision and torch.compile.
 
-Both are chosen by name in the config (`training.precision`, `training.compile`, `sampling.compile`) and
-turned into objects here, once. Compilation is lazy, so its cost lands on the first call; `Compiled` times
-that call and reports it, since compile time (tens of seconds to minutes) is a cost users feel.
+Both are chosen by name in the config (`training.precision` / `.compile`, `sampling.compile`,
+`eval.bpd_precision` / `.bpd_compile`) and turned into objects here, once. Compilation is lazy, so its
+cost lands on the first call; `Compiled` times that call and reports it, since compile time (tens of
+seconds to minutes) is a cost users feel.
 """
 import contextlib
 import logging
@@ -12,8 +13,10 @@ import torch
 
 from score_sde.registry import lookup
 
-# fp32: no autocast. bf16: matrix products and convolutions in bfloat16, weights and optimizer state fp32.
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+# fp32: plain float32. tf32: float32 tensors, matrix products and convolutions on NVIDIA tensor cores with
+# 10-bit mantissas (a no-op elsewhere: CPUs have no TF32). bf16: autocast, products and convolutions in
+# bfloat16 (8-bit mantissas); weights and optimizer state stay float32 in every case.
+PRECISIONS = {"fp32": None, "tf32": "tf32", "bf16": torch.bfloat16}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 log = logging.getLogger(__name__)
@@ -24,7 +27,20 @@ def autocast(device: torch.device | str, precision: str = "fp32"):
     dtype = lookup(PRECISIONS, precision, "precision")
     if dtype is None:
         return contextlib.nullcontext()
+    if dtype == "tf32":
+        return tf32()
     return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool = True):
+    """TF32 matrix products and convolutions switched on (or off) inside the block, as they were after it."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def check_compile_mode(mode: str | None) -> None:

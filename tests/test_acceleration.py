@@ -1,5 +1,7 @@
 """The opt-in switches through run_lib: bf16 training, a compiled network and a compiled PC step train and
 sample a toy run end to end with the checkpoint keys of an eager run; bad values fail before any work."""
+import shutil
+
 import pytest
 import torch
 
@@ -37,7 +39,7 @@ def test_bf16_compiled_training_and_compiled_sampling_run_end_to_end(tmp_path, m
 
 
 @pytest.mark.parametrize("section, knob, value, message", [
-    ("training", "precision", "fp16", r"unknown precision 'fp16'; expected one of \['bf16', 'fp32'\]"),
+    ("training", "precision", "fp16", r"unknown precision 'fp16'; expected one of \['bf16', 'fp32', 'tf32'"),
     ("training", "compile", "fastest", r"unknown compile mode 'fastest'; expected one of"),
 ])
 def test_bad_switches_fail_before_training(tmp_path, monkeypatch, section, knob, value, message):
@@ -73,3 +75,48 @@ def test_channels_last_reaches_the_network():
     x, labels = torch.randn(2, 1, 28, 28), torch.rand(2) * 999
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x, labels), plain.eval()(x, labels), rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained_toy(tmp_path_factory):
+    """A vp_toy run of 6 steps (its checkpoint is all the likelihood needs)."""
+    workdir = tmp_path_factory.mktemp("toy")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("WANDB_MODE", "disabled")
+        config = tiny_toy()
+        config.training.snapshot_sampling = False
+        run_lib.train(config, workdir)
+    return workdir
+
+
+def toy_likelihood(workdir, **knobs):
+    config = tiny_toy()
+    for key, value in knobs.items():
+        config.eval[key] = value
+    return run_lib.likelihood(config, workdir)["mean"]
+
+
+def test_likelihood_precision_and_compile(trained_toy, traced_not_generated):
+    """eval.bpd_precision / bpd_compile: TF32 is float32 on a CPU (the same nats); a compiled network
+    gives the eager value; bf16 is close to it but not equal."""
+    fp32 = toy_likelihood(trained_toy)
+    assert toy_likelihood(trained_toy, bpd_precision="tf32") == fp32
+    assert toy_likelihood(trained_toy, bpd_compile="default") == pytest.approx(fp32, abs=1e-5)
+    bf16 = toy_likelihood(trained_toy, bpd_precision="bf16")
+    assert 0 < abs(bf16 - fp32) < 0.05
+
+
+def test_a_bad_likelihood_switch_fails_before_any_work(trained_toy):
+    shutil.rmtree(trained_toy / "likelihood", ignore_errors=True)  # another test's results
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        toy_likelihood(trained_toy, bpd_precision="half")
+    with pytest.raises(ValueError, match="unknown compile mode 'quick'"):
+        toy_likelihood(trained_toy, bpd_compile="quick")
+    assert not (trained_toy / "likelihood").exists()
+
+
+def test_tf32_switches_the_flags_only_inside():
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with acceleration.autocast("cuda", "tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
