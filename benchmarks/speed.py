@@ -5,14 +5,14 @@ likelihood ODE of full-size DDPM++ cont. (VP), NCSN++ cont. (VE) and DDPM (VP) a
     .venv/bin/python benchmarks/speed.py --quick    # tiny networks on whatever device (the test suite's run)
 
 Per network it measures: training images/s (loss, backward, clip, Adam, EMA: the real `train_step`) in fp32,
-bf16 and compiled bf16, with peak memory and MFU; ms per network evaluation (eval mode, no grad), eager fp32
-and compiled bf16; PC ms per level and the loop's overhead beyond its network evaluations; for DDPM++, the
-likelihood's ms per ODE function evaluation and its bits/dim, eager fp32, compiled TF32 and compiled bf16
-(a network with init_scale 1, so that its score is not zero); the cold compile time (a fresh
+TF32, bf16 and compiled bf16, with peak memory and MFU; ms per network evaluation (eval mode, no grad),
+eager fp32 and compiled bf16; PC ms per level and the loop's overhead beyond its network evaluations; for
+DDPM++, the likelihood's ms per ODE function evaluation and its bits/dim, eager fp32, compiled TF32 and
+compiled bf16 (a network with init_scale 1, so that its score is not zero); the cold compile time (a fresh
 inductor cache) and a warm one (compiled again after torch._dynamo.reset()). Eager fp32 rows keep TF32 off,
-so they are true fp32, comparable with the original's figures (ORIGINAL) beside which ratios are printed.
-Forward GFLOP per image are counted on the meta device (FlopCounterMode), for MFU = training FLOP/s (3× the
-forward) over the device's dense bf16 peak. Prints a table; writes JSON (date, device, torch version).
+so they are true fp32; ratios to the original's figures (ORIGINAL) are printed beside them. Forward GFLOP
+per image are counted on the meta device (FlopCounterMode), for MFU = training FLOP/s (3× the forward) over
+the device's dense bf16 peak. Prints a table; writes JSON (date, device, torch version).
 
 Compiling is what costs time; once the run has spent --budget-s seconds, the remaining compiled
 measurements are skipped and recorded as skipped (never silently), so one call fits the device's limit.
@@ -238,7 +238,7 @@ def measure_network(label, name, args, device, budget, first):
     config = fresh()
     row = dict(model=label, config=name, batch=config.training.batch_size,
                forward_gflop=forward_gflop(config))
-    for key, precision, mode in (("fp32", "fp32", None), ("bf16", "bf16", None),
+    for key, precision, mode in (("fp32", "fp32", None), ("tf32", "tf32", None), ("bf16", "bf16", None),
                                  ("bf16_compiled", "bf16", args.compile_mode)):
         if mode is not None and not budget.allows(f"{label} compiled training"):
             continue
@@ -306,6 +306,7 @@ def summary_lines(rows, device_name, quick=False):
     lines = [f"{'figure':44s}" + "".join(f"{r['model']:>26s}" for r in rows)]
     figures = [
         ("training images/s fp32", "train_fp32", "images_s", "train_images_s", False, ".0f"),
+        ("training images/s tf32", "train_tf32", "images_s", "train_images_s", False, ".0f"),
         ("training images/s bf16", "train_bf16", "images_s", "train_images_s", False, ".0f"),
         ("training img/s bf16 compiled", "train_bf16_compiled", "images_s", "train_images_s", False, ".0f"),
         ("peak training GiB fp32", "train_fp32", "peak_gib", "peak_gib", False, ".2f"),

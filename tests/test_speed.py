@@ -9,7 +9,8 @@ import speed  # noqa: E402
 import run_lib  # noqa: E402
 from score_sde import train as training  # noqa: E402
 
-FIGURES = {"train_fp32": "images_s", "train_bf16": "images_s", "train_bf16_compiled": "first_step_s",
+FIGURES = {"train_fp32": "images_s", "train_tf32": "images_s", "train_bf16": "images_s",
+           "train_bf16_compiled": "first_step_s",
            "eval_fp32": "eval_ms", "eval_bf16_compiled": "eval_ms", "pc_fp32": "pc_overhead",
            "pc_bf16_compiled": "pc_ms"}
 
