@@ -244,11 +244,8 @@ def train(config, workdir):
 def accelerate(config, model):
     """Check training.precision, and compile the network in place (state-dict keys unchanged) when
     training.compile names a mode; the first training step then pays for the compilation."""
-    t = config.training
-    acceleration.autocast(device(), t.precision)  # raises on an unknown precision, before any work
-    if t.compile is not None:
-        acceleration.check_compile_mode(t.compile)
-        model.compile(fullgraph=True, mode=t.compile)
+    acceleration.check_precision(config.training.precision)
+    acceleration.compile_in_place(model, config.training.compile)
 
 
 def _start_segment(config, split, step):
@@ -381,12 +378,11 @@ def likelihood(config, workdir, checkpoint=None):
     of the per-item values."""
     workdir = Path(workdir)
     e = config.eval
-    acceleration.autocast(device(), e.bpd_precision)  # checks both names before any work
+    acceleration.check_precision(e.bpd_precision)  # both names are checked before any work
     acceleration.check_compile_mode(e.bpd_compile)
     sde, _ = build_sde(config)
     model, path = load_for_inference(config, workdir, checkpoint)
-    if e.bpd_compile is not None:
-        model.compile(fullgraph=True, mode=e.bpd_compile)
+    acceleration.compile_in_place(model, e.bpd_compile)
     score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
     toy = config.data.dataset in data.TOYS
     points, values, gen = [], [], rank_generator(config)  # one stream: each batch draws its own probes

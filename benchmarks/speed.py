@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import run_lib  # noqa: E402
 from configs import load_config  # noqa: E402
 from score_sde import train as training  # noqa: E402
-from score_sde.acceleration import autocast  # noqa: E402
+from score_sde.acceleration import autocast, compile_in_place  # noqa: E402
 from score_sde.likelihood import bits_per_dim, dequantize, log_likelihood  # noqa: E402
 from score_sde.models import create_model, get_score_fn  # noqa: E402
 from score_sde.models.score_fn import noise_labels  # noqa: E402
@@ -146,8 +146,7 @@ def network(config, device, compile_mode=None):
     torch.manual_seed(0)
     memory_format = torch.channels_last if config.model.channels_last else torch.preserve_format
     model = create_model(config).to(device, memory_format=memory_format).eval()
-    if compile_mode is not None:
-        model.compile(fullgraph=True, mode=compile_mode)
+    compile_in_place(model, compile_mode)
     return model
 
 
@@ -266,8 +265,7 @@ def measure_network(label, name, args, device, budget, first):
                 state, _ = run_lib.load_trained_state(config, None, args.checkpoint)
                 state.ema.copy_to(state.model)
                 model.load_state_dict(state.model.state_dict())
-            if compile_mode is not None:
-                model.compile(fullgraph=True, mode=compile_mode)
+            compile_in_place(model, compile_mode)
             return model
 
         # Untrained, the network's last layer is zero (init_scale 0): its score would vanish and every path

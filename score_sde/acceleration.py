@@ -22,6 +22,11 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 log = logging.getLogger(__name__)
 
 
+def check_precision(precision: str) -> None:
+    """ValueError unless precision is one of PRECISIONS."""
+    lookup(PRECISIONS, precision, "precision")
+
+
 def autocast(device: torch.device | str, precision: str = "fp32"):
     """A context running its operations in `precision` (a PRECISIONS name) on the device's type."""
     dtype = lookup(PRECISIONS, precision, "precision")
@@ -47,6 +52,14 @@ def check_compile_mode(mode: str | None) -> None:
     """ValueError unless mode is None (eager) or one of COMPILE_MODES."""
     if mode is not None:
         lookup(dict.fromkeys(COMPILE_MODES), mode, "compile mode")
+
+
+def compile_in_place(model: torch.nn.Module, mode: str | None) -> None:
+    """Compile the network's forward with fullgraph=True in `mode` (nothing when mode is None), in place:
+    its state-dict keys stay those of the eager network, so checkpoints are interchangeable."""
+    check_compile_mode(mode)
+    if mode is not None:
+        model.compile(fullgraph=True, mode=mode)
 
 
 class Compiled:

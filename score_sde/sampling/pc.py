@@ -57,7 +57,7 @@ def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="la
     predict = lookup(PREDICTORS, predictor, "predictor")(sde, score_fn, probability_flow)
     correct = lookup(CORRECTORS, corrector, "corrector")(sde, score_fn, snr, n_steps)
     step = compiled(pc_step(predict, correct, predictor != "none"), compile_mode, "the PC step")
-    noises = correct.noises + (predict.noises if predictor != "none" else 0)
+    noises = correct.noises + predict.noises  # the "none" predictor draws none
     x = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
     x_mean = x
     timesteps = torch.linspace(sde.T, eps, sde.N, device=x.device, dtype=x.dtype)
@@ -67,4 +67,6 @@ def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="la
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are this one's inputs
         x, x_mean = step(x, timesteps[i].expand(shape[0]), *noise)
     x = x_mean if denoise else x
-    return x.clone(), sde.N * (predict.evaluations + correct.evaluations)
+    if compile_mode == "reduce-overhead":
+        x = x.clone()  # a CUDA graph's output: its next replay (another call) would overwrite it
+    return x, sde.N * (predict.evaluations + correct.evaluations)
