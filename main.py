@@ -9,6 +9,8 @@ or, with gloo, per CPU process) every mode splits its work across the processes:
 
     torchrun --nproc_per_node=8 main.py --mode train --config vp_ddpmpp_continuous --workdir runs/x
 """
+import contextlib
+import os
 import sys
 
 from absl import app, flags
@@ -17,6 +19,15 @@ from ml_collections import config_flags
 import configs
 import run_lib
 from score_sde import distributed
+from score_sde.files import LockHeld
+from score_sde.train import TrainingDiverged
+
+# Exit statuses: 2 when the command cannot run as asked (a bad setting, a missing file, a workdir in use),
+# found before any work; 1 when the run itself failed (divergence, non-finite results). Set
+# SCORE_SDE_TRACEBACK=1 to see the traceback behind either.
+USER_ERRORS = (ValueError, OSError, LockHeld)
+# FloatingPointError: the adaptive ODE solver met a non-finite drift (a NaN network).
+RUN_FAILURES = (TrainingDiverged, run_lib.NonFiniteResult, FloatingPointError)
 
 MODES = {"train": run_lib.train, "sample": run_lib.sample, "likelihood": run_lib.likelihood,
          "eval": run_lib.evaluate, "stats": run_lib.stats}
@@ -28,6 +39,8 @@ flags.DEFINE_string("workdir", None, "Work directory: checkpoints, samples, logs
 flags.DEFINE_enum("mode", None, sorted(MODES), "What to run.")
 flags.DEFINE_string("checkpoint", None, "sample / likelihood / eval: this checkpoint (ours, or the original "
                     "implementation's) instead of the workdir's latest.")
+flags.DEFINE_bool("allow_config_change", False, "train: resume although a knob of the model, SDE, loss or "
+                  "data differs from the workdir's config.json (the old one is kept beside it).")
 flags.mark_flags_as_required(["workdir", "config", "mode"])
 
 
@@ -56,19 +69,36 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.mode == "train" and FLAGS.checkpoint:
         raise app.UsageError("--checkpoint is for sample, likelihood and eval; train resumes by itself")
+    if FLAGS.mode != "train" and FLAGS.allow_config_change:
+        raise app.UsageError("--allow_config_change is for train")
     distributed.init()  # a process group under torchrun; nothing in a plain run
     try:
-        if FLAGS.mode == "train":
-            run_lib.train(FLAGS.config, FLAGS.workdir)
-        else:
-            MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+        with one_line_errors():
+            if FLAGS.mode == "train":
+                run_lib.train(FLAGS.config, FLAGS.workdir, FLAGS.allow_config_change)
+            else:
+                MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
     finally:
         distributed.close()
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """User errors and run failures as one line on stderr and an exit status (see USER_ERRORS), not a
+    traceback, unless SCORE_SDE_TRACEBACK is set."""
+    try:
+        yield
+    except USER_ERRORS + RUN_FAILURES as error:
+        if os.environ.get("SCORE_SDE_TRACEBACK"):
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1 if isinstance(error, RUN_FAILURES) else 2)
 
 
 if __name__ == "__main__":
     try:
         sys.argv = resolve_config_names(sys.argv)
     except ValueError as error:
-        sys.exit(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     app.run(main)

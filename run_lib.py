@@ -5,6 +5,9 @@ training state and keyword arguments, once. Workdir layout (DESIGN.md): config.j
 checkpoint_<n>.pth every snapshot_freq steps, checkpoints-meta/checkpoint.pth (the resume point, written
 atomically every snapshot_freq_for_preemption steps), samples/, likelihood/, eval/.
 """
+import contextlib
+import datetime
+import hashlib
 import itertools
 import json
 import logging
@@ -20,10 +23,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import preflight
+from preflight import ConfigError
 from score_sde import acceleration, data, distributed, evaluation
 from score_sde import train as training
 from score_sde.features import InceptionFeatures, MNISTFeatures, data_to_uint8, inception_weights
-from score_sde.likelihood import bits_per_dim, log_likelihood
+from score_sde.files import atomic_write, exclusive_lock, save_npz_atomic, write_json_atomic
+from score_sde.likelihood import bits_per_dim, drift_and_divergence, log_likelihood
 from score_sde.models import (
     ExponentialMovingAverage,
     create_model,
@@ -33,7 +39,7 @@ from score_sde.models import (
 )
 from score_sde.models.checkpoints import is_reference_format
 from score_sde.plots import image_grid_png, save_samples_png
-from score_sde.sampling import ode_sample, pc_sample
+from score_sde.sampling import ode_sample, pc_sample, probability_flow_drift
 from score_sde.sampling.fast import fast_sample
 from score_sde.sde import VESDE, VPSDE, subVPSDE
 
@@ -47,12 +53,13 @@ SOLVER_KNOBS = {"ddim": ("eta",), "heun_churn": ("churn",)}  # config.sampling k
 
 def build_sde(config):
     """The training SDE and its sampling eps (1e-3 for VP and sub-VP, 1e-5 for VE, as the original)."""
-    name, m = config.training.sde.lower(), config.model
+    name, m = str(config.training.sde).lower(), config.model
     if name not in SDES:
-        raise ValueError(f"unknown training.sde {config.training.sde!r}; expected one of {sorted(SDES)}")
-    if name == "vesde":
-        return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales), 1e-5
-    return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales), 1e-3
+        raise ConfigError(f"config.training.sde={config.training.sde!r}: expected one of {sorted(SDES)}")
+    with preflight.knobs("config.model"):
+        if name == "vesde":
+            return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales), 1e-5
+        return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales), 1e-3
 
 
 device = distributed.device
@@ -109,21 +116,129 @@ def draw_samples(config, sde, eps, model, batch_size, generator, progress=True):
     """Samples in data space (inverse scaler applied) from the model's score, by the configured sampler."""
     score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
     kwargs = sampler_kwargs(config)  # checks the method's name
-    sampler = SAMPLERS[config.sampling.method]
-    with torch.enable_grad() if config.sampling.method == "ode" else torch.no_grad():
-        x, nfe = sampler(sde, score_fn, sample_shape(config, batch_size), eps=eps, generator=generator,
-                         device=device(), progress=progress, **kwargs)
+    sampler = SAMPLERS[config.sampling.method]  # every sampler runs under no_grad itself
+    x, nfe = sampler(sde, score_fn, sample_shape(config, batch_size), eps=eps, generator=generator,
+                     device=device(), progress=progress, **kwargs)
     if config.data.dataset in data.TOYS:  # toy points are used as drawn, never scaled
         return x, nfe
     return data.get_data_inverse_scaler(config.data.centered)(x), nfe
+
+
+class NonFiniteResult(RuntimeError):
+    """Samples, likelihoods or a loss that are NaN or infinite: never written or reported as results."""
+
+
+def require_finite(values, what):
+    """NonFiniteResult saying how many of the items values [N, ...] hold a NaN or an infinity."""
+    bad = int((~torch.isfinite(values.reshape(len(values), -1)).all(1)).sum())
+    if bad:
+        raise NonFiniteResult(f"{bad} of {len(values)} {what} are not finite (NaN or infinite); nothing was "
+                              "written: the weights or the sampler's settings diverge")
+
+
+# ---- before the first step: every object built from the config, and tried once ----
+
+
+def check_network(config, sde, model):
+    """One forward of a one-item batch: config.data (image_size, num_channels, dim) against the network."""
+    shape = sample_shape(config, 1)
+    score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
+    x = torch.zeros(shape, device=device())
+    try:
+        with torch.no_grad():
+            out = score_fn(x, torch.full((1,), 0.5, device=device()))
+    except (RuntimeError, ValueError) as error:
+        raise ConfigError(f"config.model.name={config.model.name!r} cannot take data of shape {shape[1:]} "
+                          f"(config.data): {str(error).splitlines()[0]}") from error
+    if out.shape != x.shape:
+        raise ConfigError(f"config.model.name={config.model.name!r} maps data of shape {shape[1:]} "
+                          f"(config.data) to {tuple(out.shape[1:])}")
+
+
+def check_loss(config, state, loss_fn):
+    """The configured loss of the network on a two-item batch (config.training: continuous, the SDE's
+    discrete loss, weighting), without gradients or any effect on the training state."""
+    gen = torch.Generator(device()).manual_seed(0)
+    with preflight.knobs("config.training"), torch.no_grad():
+        loss_fn(state, torch.zeros(sample_shape(config, 2), device=device()), gen)
+
+
+def check_data(config, splits):
+    """Open each split's batch stream: a missing dataset or a batch larger than the data fails now."""
+    shard = distributed.shard()
+    for split in splits:
+        with preflight.knobs("config.data"):
+            data.batches(config, split, generator=torch.Generator(device()).manual_seed(0), rank=shard.rank,
+                         world_size=shard.world_size)
+
+
+def dry_run_sampler(config, sde, eps, model):
+    """One real step of the configured sampler with the network, on a two-sample batch (eager, whatever
+    sampling.compile says), so that a setting which would fail at the first snapshot fails now."""
+    s = config.sampling
+    one_step = {"pc": s.n_steps_each + 1, "ode": 7, "fast": 2}[s.method]  # evaluations in a first step
+    score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
+    kwargs = {key: value for key, value in sampler_kwargs(config).items() if key != "compile_mode"}
+    try:
+        with preflight.knobs(f"config.sampling (method {s.method!r})"):
+            SAMPLERS[s.method](sde, preflight.stop_after(score_fn, one_step), sample_shape(config, 2),
+                               eps=eps, generator=torch.Generator(device()).manual_seed(0), device=device(),
+                               **kwargs)
+    except preflight.DryRunDone:
+        pass
+
+
+def dry_run_likelihood(config, sde, model):
+    """One drift-and-divergence evaluation of the likelihood's ODE, at eval.bpd_precision, on two items."""
+    score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
+    drift_fn = probability_flow_drift(sde, score_fn)
+    x = torch.zeros(sample_shape(config, 2), device=device())
+    with acceleration.autocast(device(), config.eval.bpd_precision):
+        drift_and_divergence(drift_fn, x, torch.full((2,), 0.5, device=device()), torch.ones_like(x))
+
+
+def prepare_training(config):
+    """(sde, eps, state, loss_fn, eval_loss_fn), each built from the config and tried once: values,
+    network, loss, data and the snapshot sampler. Writes nothing; a bad setting is a ConfigError."""
+    preflight.check_values(config, "train", distributed.shard().world_size)
+    sde, eps = build_sde(config)
+    with preflight.knobs("config.model"):
+        state = build_state(config, parallel=True)
+    with preflight.knobs("config.training"):
+        loss_fn = training.make_loss(sde, **loss_kwargs(config, train=True))
+        eval_loss_fn = training.make_loss(sde, **loss_kwargs(config, train=False))
+    check_network(config, sde, state.model)
+    check_loss(config, state, eval_loss_fn)
+    check_data(config, ("train", "test"))
+    if config.training.snapshot_sampling:
+        dry_run_sampler(config, sde, eps, state.model)
+    return sde, eps, state, loss_fn, eval_loss_fn
 
 
 # ---- workdir ----
 
 
 def write_config(config, workdir):
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    text = config.to_json_best_effort(indent=2)
+    atomic_write(workdir / "config.json", lambda f: f.write(text.encode()))
+
+
+def workdir_lock(workdir, mode):
+    """On rank 0, the workdir's lock for `mode` (train or eval; each one run at a time, but an evaluation
+    may run beside training); LockHeld at once, naming the holder, if another process has it."""
+    if not distributed.is_main():
+        return contextlib.nullcontext()
+    return exclusive_lock(workdir / f"{mode}.lock", f"workdir {workdir} ({mode})")
+
+
+def checkpoint_identity(path, step):
+    """What identifies a checkpoint in the results computed from it: its path, step, size and SHA-256."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return dict(path=str(path), step=int(step), bytes=path.stat().st_size, sha256=digest.hexdigest())
 
 
 def meta_checkpoint(workdir):
@@ -161,8 +276,13 @@ def load_trained_state(config, workdir, checkpoint=None):
 def load_for_inference(config, workdir, checkpoint=None):
     """(the network with its EMA weights in eval mode, checkpoint path); see load_trained_state."""
     state, path = load_trained_state(config, workdir, checkpoint)
+    return inference_model(state), path
+
+
+def inference_model(state):
+    """The state's network carrying its EMA weights, in eval mode."""
     state.ema.copy_to(state.model)
-    return state.model.eval(), path
+    return state.model.eval()
 
 
 # ---- logging ----
@@ -216,29 +336,46 @@ def _run_id(workdir):
 # ---- modes ----
 
 
-def train(config, workdir):
+def train(config, workdir, allow_config_change=False):
     """Train from scratch or resume from the workdir's resume point; checkpoints, samples and logs there.
 
-    Under torchrun every rank trains on its shard of each global batch (config.training.batch_size in all)
-    through DistributedDataParallel; rank 0 alone writes checkpoints, samples and logs.
+    Everything is built from the config and tried once before the workdir is touched (prepare_training); a
+    restart may not change a knob of the model, SDE, loss or data unless allow_config_change. A non-finite
+    loss or weight stops training (TrainingDiverged) before anything non-finite is written: the last good
+    resume point stays. Under torchrun every rank trains on its shard of each global batch
+    (config.training.batch_size in all) through DistributedDataParallel; rank 0 alone writes.
     """
     workdir = Path(workdir)
-    main = distributed.is_main()
-    if main:
-        write_config(config, workdir)
-    sde, eps = build_sde(config)
-    state = training.restore_checkpoint(meta_checkpoint(workdir), build_state(config, parallel=True),
-                                        missing_ok=True)
-    accelerate(config, state.model)
-    loss_fn = training.make_loss(sde, **loss_kwargs(config, train=True))
-    eval_loss_fn = training.make_loss(sde, **loss_kwargs(config, train=False))
-    logger = Logger(config, workdir) if main else SilentLogger()
-    try:
-        _train_loop(config, workdir, sde, eps, state, loss_fn, eval_loss_fn, logger)
-    finally:
-        logger.close()
+    sde, eps, state, loss_fn, eval_loss_fn = prepare_training(config)
+    preflight.check_workdir_writable(workdir)
+    with workdir_lock(workdir, "train"):
+        _resume(config, workdir, state, allow_config_change)
+        accelerate(config, state.model)
+        logger = Logger(config, workdir) if distributed.is_main() else SilentLogger()
+        try:
+            _train_loop(config, workdir, sde, eps, state, loss_fn, eval_loss_fn, logger)
+        finally:
+            logger.close()
     distributed.barrier()  # the other ranks wait for rank 0's last checkpoint
     return state
+
+
+def _resume(config, workdir, state, allow_config_change):
+    """Refuse a config whose protected knobs changed, restore the resume point (saying so), then record
+    the config in config.json (a replaced one is kept as config.replaced-<time>.json)."""
+    meta = meta_checkpoint(workdir)
+    has_checkpoints = meta.is_file() or any(workdir.glob("checkpoints/checkpoint_*.pth"))
+    changes = preflight.check_config_change(config, workdir, has_checkpoints, allow_config_change)
+    training.restore_checkpoint(meta, state, missing_ok=True)
+    if not distributed.is_main():
+        return
+    if state.step:
+        print(f"resuming from step {state.step} ({meta})", flush=True)
+    if changes:
+        stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+        os.replace(workdir / "config.json", workdir / f"config.replaced-{stamp}.json")
+        print(f"config changed (--allow_config_change): {'; '.join(changes)}", flush=True)
+    write_config(config, workdir)
 
 
 def accelerate(config, model):
@@ -260,37 +397,78 @@ def _start_segment(config, split, step):
 
 def _train_loop(config, workdir, sde, eps, state, loss_fn, eval_loss_fn, logger):
     t, shard = config.training, distributed.shard()
-    preempt = t.snapshot_freq_for_preemption
     eval_gen = torch.Generator(device()).manual_seed(config.seed + 1)
     eval_batches = data.batches(config, "test", generator=torch.Generator(device()).manual_seed(config.seed),
                                 rank=shard.rank, world_size=shard.world_size)
     # (an endless stream: the evaluation loss is a running check, one batch every eval_freq steps)
+    monitor = training.DivergenceMonitor(state.step, device())
+    resumed_from = state.step if meta_checkpoint(workdir).is_file() else None
     bar = tqdm(total=t.n_iters, initial=state.step, desc="training", unit="step", disable=shard.rank > 0)
-    first_step = True
-    while state.step < t.n_iters:
-        for batch in _start_segment(config, "train", state.step):
-            started = time.perf_counter()
-            loss = training.train_step(state, batch, loss_fn, config.optim.lr, config.optim.warmup,
-                                       config.optim.grad_clip, t.precision)
-            if t.compile is not None and first_step:
-                first_step = False
-                logging.warning("first training step took %.1f s (torch.compile mode %r included)",
-                                time.perf_counter() - started, t.compile)
-            bar.update(1)
-            if state.step % t.log_freq == 0:
-                value = distributed.mean(loss).item()  # the one host read, every log_freq steps
-                bar.set_postfix(loss=f"{value:.4f}")
-                logger.scalars(state.step, training_loss=value)
-            if state.step % t.eval_freq == 0:
-                eval_loss = training.eval_step(state, next(eval_batches), eval_loss_fn, eval_gen)
-                logger.scalars(state.step, eval_loss=distributed.mean(eval_loss).item())
-            if state.step % t.snapshot_freq == 0 or state.step == t.n_iters:
-                _snapshot(config, workdir, sde, eps, state, logger)
-            if state.step % preempt == 0 or state.step == t.n_iters:
-                if shard.rank == 0:
-                    training.save_checkpoint(meta_checkpoint(workdir), state)
-                break  # reseed the data stream at every resume point
-    bar.close()
+    try:
+        while state.step < t.n_iters:
+            for batch in _start_segment(config, "train", state.step):
+                _step(config, state, batch, loss_fn, monitor, logger, bar)
+                if state.step % t.eval_freq == 0:
+                    monitor.check()  # a diverged training loss is the better message
+                    _eval_loss(state, next(eval_batches), eval_loss_fn, eval_gen, logger)
+                if _checkpoint_due(config, state.step):
+                    monitor.check(state)  # nothing non-finite is ever written
+                    resumed_from = _write_checkpoints(config, workdir, sde, eps, state, logger, resumed_from)
+                    if resumed_from == state.step:
+                        break  # reseed the data stream at every resume point
+    except training.TrainingDiverged as error:
+        where = (f"the resume point {meta_checkpoint(workdir)} (step {resumed_from}) is kept" if resumed_from
+                 is not None else "no resume point had been written")
+        raise training.TrainingDiverged(f"training diverged: {error}; nothing non-finite was written, "
+                                        f"{where}. Lower optim.lr or raise optim.warmup, then rerun to "
+                                        "resume") from None
+    finally:
+        bar.close()
+
+
+def _step(config, state, batch, loss_fn, monitor, logger, bar):
+    """One training step; the loss is read back (and checked) every log_freq steps only."""
+    t = config.training
+    started = time.perf_counter()
+    loss = training.train_step(state, batch, loss_fn, config.optim.lr, config.optim.warmup,
+                               config.optim.grad_clip, t.precision)
+    monitor.observe(loss)  # on the device: no host read
+    if t.compile is not None and state.step == monitor.start + 1:
+        logging.warning("first training step took %.1f s (torch.compile mode %r included)",
+                        time.perf_counter() - started, t.compile)
+    bar.update(1)
+    if state.step % t.log_freq == 0:
+        monitor.check()
+        value = distributed.mean(loss).item()  # the one host read, every log_freq steps
+        bar.set_postfix(loss=f"{value:.4f}")
+        logger.scalars(state.step, training_loss=value)
+
+
+def _eval_loss(state, batch, eval_loss_fn, generator, logger):
+    value = distributed.mean(training.eval_step(state, batch, eval_loss_fn, generator)).item()
+    if not math.isfinite(value):
+        raise training.TrainingDiverged(f"the evaluation loss of the EMA weights is {value} at step "
+                                        f"{state.step}")
+    logger.scalars(state.step, eval_loss=value)
+
+
+def _checkpoint_due(config, step):
+    t = config.training
+    return step % t.snapshot_freq == 0 or step % t.snapshot_freq_for_preemption == 0 or step == t.n_iters
+
+
+def _write_checkpoints(config, workdir, sde, eps, state, logger, resumed_from):
+    """The resume point (when due) first, as the original: a run killed while snapshot samples are drawn
+    resumes from this step. Then the numbered checkpoint and its samples (when due). Returns the step of
+    the latest resume point (None if none yet)."""
+    t = config.training
+    if state.step % t.snapshot_freq_for_preemption == 0 or state.step == t.n_iters:
+        if distributed.is_main():
+            training.save_checkpoint(meta_checkpoint(workdir), state)
+        resumed_from = state.step
+    if state.step % t.snapshot_freq == 0 or state.step == t.n_iters:
+        _snapshot(config, workdir, sde, eps, state, logger)
+    return resumed_from
 
 
 def _snapshot(config, workdir, sde, eps, state, logger):
@@ -304,6 +482,9 @@ def _snapshot(config, workdir, sde, eps, state, logger):
     gen = torch.Generator(device()).manual_seed(config.seed + state.step)
     with state.ema.average_parameters(state.model):
         samples, _ = draw_samples(config, sde, eps, state.model, _snapshot_size(config), gen, progress=False)
+    bad = int((~torch.isfinite(samples.flatten(1)).all(1)).sum())
+    if bad:  # the weights are finite (checked), but their samples are not: worth a word, not a stop
+        logging.warning("step %d: %d of %d snapshot samples are not finite", state.step, bad, len(samples))
     path = workdir / "samples" / f"iter_{state.step}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_samples_png(path, samples, reference=_reference_points(config, len(samples)))
@@ -336,27 +517,43 @@ def _per_rank(total, what):
 
 def sample(config, workdir, checkpoint=None):
     """Draw config.eval.batch_size samples with the EMA weights (split over the ranks under torchrun); rank 0
-    writes a PNG and an .npz of them all."""
+    writes a PNG and an .npz of them all, with what produced them. Non-finite samples are refused."""
     workdir = Path(workdir)
+    preflight.check_values(config, "sample", distributed.shard().world_size)
     sde, eps = build_sde(config)
-    model, path = load_for_inference(config, workdir, checkpoint)
-    num = _per_rank(config.eval.batch_size, "eval.batch_size")
+    state, path = load_trained_state(config, workdir, checkpoint)
+    model = inference_model(state)
+    check_network(config, sde, model)
+    dry_run_sampler(config, sde, eps, model)
+    preflight.check_workdir_writable(workdir)
+    num = config.eval.batch_size // distributed.shard().world_size
     samples, nfe = draw_samples(config, sde, eps, model, num, rank_generator(config),
                                 progress=distributed.is_main())
     samples = torch.cat([part.to(samples.device) for part in distributed.gather(samples.cpu())])
     if not distributed.is_main():
         return samples
+    require_finite(samples, "samples")
     out = workdir / "samples"
-    out.mkdir(parents=True, exist_ok=True)
     save_samples_png(out / "sample.png", samples, reference=_reference_points(config, len(samples)))
-    np.savez_compressed(out / "samples.npz", samples=samples.cpu().numpy())
-    print(f"{len(samples)} samples from {path} ({nfe} score evaluations) -> {out}")
+    atomic_write(out / "samples.npz", lambda f: np.savez_compressed(f, samples=samples.cpu().numpy()))
+    produced_by = dict(checkpoint=checkpoint_identity(path, state.step),
+                       sampler=sampler_settings(config, eps), num_samples=len(samples), nfe=nfe)
     quality = toy_sample_quality(config, samples)
+    write_json_atomic(out / "samples.json", dict(quality or {}, produced_by=produced_by))
+    print(f"{len(samples)} samples from {path} ({nfe} score evaluations) -> {out}")
     if quality:
-        (out / "quality.json").write_text(json.dumps(quality, indent=2))
         print(f"exact mean log-density of the samples {quality['samples_nats']:.3f} nats, "
               f"of data {quality['data_nats']:.3f} nats")
     return samples
+
+
+def sampler_settings(config, eps):
+    """What the samples depend on besides the weights: the SDE, the sampler and its knobs, eps, the seed."""
+    m, name = config.model, str(config.training.sde).lower()
+    knobs = ("sigma_min", "sigma_max") if name == "vesde" else ("beta_min", "beta_max")
+    return dict(sde=name, num_scales=m.num_scales, continuous=config.training.continuous,
+                **{knob: m[knob] for knob in knobs}, method=config.sampling.method, eps=eps, seed=config.seed,
+                **sampler_kwargs(config))
 
 
 def toy_sample_quality(config, samples):
@@ -375,19 +572,22 @@ def toy_sample_quality(config, samples):
 def likelihood(config, workdir, checkpoint=None):
     """Log-likelihood of the config.eval.bpd_dataset split through the probability-flow ODE: bits/dim for
     images (dequantized, as the original), nats per point for toy data; mean ± standard error, and an .npz
-    of the per-item values."""
+    of the per-item values, with what produced them. Non-finite values are refused."""
     workdir = Path(workdir)
     e = config.eval
-    acceleration.check_precision(e.bpd_precision)  # both names are checked before any work
-    acceleration.check_compile_mode(e.bpd_compile)
+    preflight.check_values(config, "likelihood")
     sde, _ = build_sde(config)
-    model, path = load_for_inference(config, workdir, checkpoint)
+    state, path = load_trained_state(config, workdir, checkpoint)
+    model = inference_model(state)
+    check_network(config, sde, model)
+    dry_run_likelihood(config, sde, model)
+    batches = _likelihood_batches(config)  # opens the data now
+    preflight.check_workdir_writable(workdir)
     acceleration.compile_in_place(model, e.bpd_compile)
     score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
     toy = config.data.dataset in data.TOYS
     points, values, gen = [], [], rank_generator(config)  # one stream: each batch draws its own probes
-    for batch in tqdm(_likelihood_batches(config), desc="likelihood", unit="batch",
-                      disable=not distributed.is_main()):
+    for batch in tqdm(batches, desc="likelihood", unit="batch", disable=not distributed.is_main()):
         points.append(batch)
         with acceleration.autocast(device(), e.bpd_precision):
             logp, _, _ = log_likelihood(sde, score_fn, batch, eps=1e-5, generator=gen)
@@ -397,20 +597,31 @@ def likelihood(config, workdir, checkpoint=None):
     points = distributed.interleave(distributed.gather(torch.cat(points).cpu()))
     if not distributed.is_main():
         return None
+    require_finite(values, "log-likelihoods")
     unit = "nats" if toy else "bits/dim"
     summary = dict(checkpoint=str(path), unit=unit, count=len(values), mean=values.mean().item(),
                    stderr=values.std().item() / math.sqrt(len(values)))
     exact = data.toy_distribution(config.data.dataset, config.data.get("dim", 2)) if toy else None
     if exact is not None:  # the same held-out points' true log-density, to compare with
         summary["exact_mean"] = exact.log_prob(points.double()).mean().item()
+    summary["produced_by"] = dict(checkpoint=checkpoint_identity(path, state.step),
+                                  settings=likelihood_settings(config))
     out = workdir / "likelihood"
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "values.npz", values=values.numpy())
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(out / "values.npz", lambda f: np.savez_compressed(f, values=values.numpy()))
+    write_json_atomic(out / "summary.json", summary)
     exact_text = f"; exact {summary['exact_mean']:.4f} {unit}" if "exact_mean" in summary else ""
     print(f"{config.eval.bpd_dataset}: {summary['mean']:.4f} ± {summary['stderr']:.4f} {unit} "
           f"over {len(values)} items{exact_text} ({path})")
     return summary
+
+
+def likelihood_settings(config):
+    """What bits/dim depend on besides the weights."""
+    e = config.eval
+    return dict(bpd_dataset=e.bpd_dataset, bpd_num_items=e.bpd_num_items, bpd_precision=e.bpd_precision,
+                bpd_compile=e.bpd_compile, batch_size=e.batch_size,
+                train_batch_size=config.training.batch_size, seed=config.seed, dataset=config.data.dataset,
+                sde=str(config.training.sde).lower())
 
 
 def _likelihood_batches(config):
@@ -426,11 +637,9 @@ def _likelihood_batches(config):
                            rank=shard.rank, world_size=shard.world_size, epochs=1)
     if toy:
         return itertools.islice(batches, 1)
-    limit = config.eval.get("bpd_num_items")
+    limit = config.eval.get("bpd_num_items")  # checked by preflight.check_likelihood
     if limit is None:
         return batches
-    if limit < 1:
-        raise ValueError(f"eval.bpd_num_items must be a positive number of items, got {limit}")
     return _first_items(batches, len(range(shard.rank, limit, shard.world_size)))
 
 
@@ -445,71 +654,164 @@ def _first_items(batches, num):
 
 def evaluate(config, workdir, checkpoint=None):
     """For each checkpoint numbered eval.begin_ckpt..eval.end_ckpt in the workdir (or the given one): the
-    test loss, bits/dim and eval.num_samples samples with their quality, as config.eval enables. Each
-    result and each round of samples is saved as it finishes (eval/ckpt_<n>/), so an interrupted evaluation
-    resumes where it stopped and ends with the numbers of an uninterrupted one."""
+    test loss, bits/dim and eval.num_samples samples with their quality, as config.eval enables.
+
+    Every setting is checked and tried first (prepare_evaluation). Each result and each round of samples is
+    saved as it finishes (eval/ckpt_<n>/) with what produced it (the checkpoint's identity and the settings),
+    so an interrupted evaluation resumes where it stopped, and a rerun with other settings or another file
+    under the same number recomputes instead of reporting old numbers. With eval.wait_s > 0, each checkpoint
+    of the range is waited for, as beside a running training job.
+    """
     workdir = Path(workdir)
+    judge = prepare_evaluation(config, workdir)
+    preflight.check_workdir_writable(workdir)
     all_results = {}
-    for number, path in checkpoints_to_evaluate(config, workdir, checkpoint):
-        folder = workdir / "eval" / f"ckpt_{number}"
-        all_results[f"checkpoint_{number}"] = _evaluate_checkpoint(config, workdir, number, path, folder)
+    with workdir_lock(workdir, "eval"):
+        for number, path in checkpoints_to_evaluate(config, workdir, checkpoint):
+            folder = workdir / "eval" / f"ckpt_{number}"
+            all_results[f"checkpoint_{number}"] = _evaluate_checkpoint(config, workdir, number, path, folder,
+                                                                       judge)
+            if distributed.is_main():
+                write_json_atomic(workdir / "eval" / "results.json", all_results)
     if distributed.is_main():
-        evaluation.write_json_atomic(workdir / "eval" / "results.json", all_results)
         print(json.dumps(all_results, indent=2))
     return all_results
 
 
+def prepare_evaluation(config, workdir):
+    """Check and try every part evaluation enables, on a freshly initialised network (the checkpoints may
+    not exist yet); returns the sample judge: (feature network, reference statistics), or None for toys or
+    without sampling."""
+    preflight.check_values(config, "eval", distributed.shard().world_size)
+    e = config.eval
+    sde, eps = build_sde(config)
+    with preflight.knobs("config.model"):
+        state = build_state(config)
+    check_network(config, sde, state.model)
+    if e.enable_loss:
+        with preflight.knobs("config.training"):
+            check_loss(config, state, training.make_loss(sde, **loss_kwargs(config, train=False)))
+        check_data(config, ("test",))
+    if e.enable_bpd:
+        dry_run_likelihood(config, sde, state.model)
+        _likelihood_batches(config)
+    if not e.enable_sampling:
+        return None
+    dry_run_sampler(config, sde, eps, state.model)
+    if config.data.dataset in data.TOYS:
+        return None
+    return feature_network(config), evaluation.load_statistics(stats_path(config, workdir))
+
+
 def checkpoints_to_evaluate(config, workdir, checkpoint=None):
-    """[(number, path)]: the given checkpoint, or the workdir's checkpoint_<n>.pth with n in
-    [eval.begin_ckpt, eval.end_ckpt]; FileNotFoundError naming the range and what exists if none."""
+    """(number, path) pairs: the given checkpoint, or the workdir's checkpoint_<n>.pth with n in
+    [eval.begin_ckpt, eval.end_ckpt]. With eval.wait_s > 0 each number of the range in turn, waited for
+    up to wait_s seconds (FileNotFoundError past that); without, those that exist (FileNotFoundError naming
+    the range and what exists if none)."""
     if checkpoint:
         numbers = re.findall(r"\d+", Path(checkpoint).stem)
-        return [(int(numbers[-1]) if numbers else 0, Path(checkpoint))]
+        yield int(numbers[-1]) if numbers else 0, Path(checkpoint)
+        return
     e = config.eval
+    if e.get("wait_s", 0) > 0:
+        for number in range(e.begin_ckpt, e.end_ckpt + 1):
+            yield number, wait_for_checkpoint(workdir / "checkpoints" / f"checkpoint_{number}.pth", e.wait_s)
+        return
     found = {int(re.findall(r"\d+", p.stem)[-1]): p for p in workdir.glob("checkpoints/checkpoint_*.pth")}
     chosen = sorted((n, p) for n, p in found.items() if e.begin_ckpt <= n <= e.end_ckpt)
     if not chosen:
         raise FileNotFoundError(f"no checkpoint numbered {e.begin_ckpt}..{e.end_ckpt} (eval.begin_ckpt, "
-                                f"eval.end_ckpt) in {workdir / 'checkpoints'}; there are {sorted(found)}")
-    return chosen
+                                f"eval.end_ckpt) in {workdir / 'checkpoints'}; there are {sorted(found)} "
+                                "(set eval.wait_s to wait for a running training job's checkpoints)")
+    yield from chosen
 
 
-def _evaluate_checkpoint(config, workdir, number, path, folder):
-    """One checkpoint's results, resumed from folder/results.json and its sample rounds."""
+def wait_for_checkpoint(path, wait_s, poll_s=1.0):
+    """path once it exists (checkpoints appear whole: they are renamed into place), polling every poll_s
+    seconds for up to wait_s seconds, as the original's evaluation loop waits for training's."""
+    deadline = time.monotonic() + wait_s
+    if not path.is_file() and distributed.is_main():
+        print(f"waiting up to {wait_s:g} s for {path}", flush=True)
+    while not path.is_file():
+        if time.monotonic() >= deadline:
+            raise FileNotFoundError(f"{path} did not appear within eval.wait_s={wait_s:g} s; the results of "
+                                    "the checkpoints before it are saved")
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+    return path
+
+
+def _evaluate_checkpoint(config, workdir, number, path, folder, judge):
+    """One checkpoint's results: each enabled part read from folder/results.json when it was produced by
+    this very checkpoint file and these settings, else computed (and saved at once)."""
     results_path = folder / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    parts = [("test_loss", config.eval.enable_loss, lambda: _test_loss(config, workdir, path)),
+    produced_by = results.setdefault("produced_by", {})
+    state, path = load_trained_state(config, None, path)
+    identity = checkpoint_identity(path, state.step)
+    parts = [("test_loss", config.eval.enable_loss, lambda: _test_loss(config, state)),
              ("likelihood", config.eval.enable_bpd, lambda: likelihood(config, workdir, path)),
-             ("samples", config.eval.enable_sampling, lambda: _sample_quality(config, number, path, folder))]
+             ("samples", config.eval.enable_sampling,
+              lambda: _sample_quality(config, number, inference_model(state), identity, folder, judge))]
     for name, enabled, compute in parts:
-        if enabled and name not in results:
-            results[name] = compute()
-            if distributed.is_main():
-                evaluation.write_json_atomic(results_path, results)
+        signature = _as_json(dict(checkpoint=identity, settings=_part_settings(config, name)))
+        if not enabled or (name in results and produced_by.get(name) == signature):
+            continue
+        if name in results and distributed.is_main():
+            print(f"checkpoint {number}: recomputing {name}, saved for another checkpoint file or settings",
+                  flush=True)
+        results[name], produced_by[name] = compute(), signature
+        if distributed.is_main():
+            write_json_atomic(results_path, results)
     return results
 
 
-def _sample_quality(config, number, path, folder):
+def _as_json(value):
+    """value as it reads back from JSON (tuples become lists), so that saved and new compare equal."""
+    return json.loads(json.dumps(value))
+
+
+def _part_settings(config, name):
+    """The settings an evaluation part depends on besides the checkpoint."""
+    e = config.eval
+    if name == "test_loss":
+        t = config.training
+        return dict(sde=str(t.sde).lower(), continuous=t.continuous, reduce_mean=t.reduce_mean,
+                    likelihood_weighting=t.likelihood_weighting, batch_size=e.batch_size, seed=config.seed,
+                    dataset=config.data.dataset)
+    if name == "likelihood":
+        return likelihood_settings(config)
+    _, eps = build_sde(config)
+    return dict(_round_settings(config, eps), num_samples=e.num_samples)
+
+
+def _round_settings(config, eps):
+    """What a round of evaluation samples depends on besides the checkpoint and its index and size."""
+    e = config.eval
+    judge = None if config.data.dataset in data.TOYS else dict(
+        features=e.features, weights=e.inception_weights if e.features == "inception" else e.mnist_classifier)
+    return dict(sampler=sampler_settings(config, eps), round_size=e.batch_size, judge=judge)
+
+
+def _sample_quality(config, number, model, identity, folder, judge):
     """eval.num_samples samples in rounds of eval.batch_size (split over the ranks): FID / KID / IS against
     the reference statistics for images, the exact mean log-density for toys."""
     toy = config.data.dataset in data.TOYS
-    reference = None if toy else evaluation.load_statistics(stats_path(config, folder.parents[1]))
-    feature_fn = None if toy else feature_network(config)
     sde, eps = build_sde(config)
-    model, _ = load_for_inference(config, None, path)
 
     def draw_round(index, size):
         gen = torch.Generator(device()).manual_seed(evaluation.round_seed(config.seed, number, index) * 7919
                                                      + distributed.shard().rank)
         samples, nfe = draw_samples(config, sde, eps, model, _per_rank(size, "each round's size"), gen,
                                     progress=False)
-        arrays = dict(samples=samples.cpu().numpy()) if toy else _round_arrays(samples, feature_fn)
+        require_finite(samples, f"samples of round {index} (checkpoint {number})")
+        arrays = dict(samples=samples.cpu().numpy()) if toy else _round_arrays(samples, judge[0])
         arrays["nfe"] = np.full(len(samples), nfe)  # score evaluations per sample
         parts = distributed.gather(arrays)
         return {name: np.concatenate([p[name] for p in parts]) for name in arrays}
 
-    rounds = evaluation.sample_rounds(draw_round, config.eval.num_samples, config.eval.batch_size,
-                                      folder, main=distributed.is_main(), progress=distributed.is_main())
+    signature = _as_json(dict(checkpoint=identity, **_round_settings(config, eps)))
+    rounds = evaluation.sample_rounds(draw_round, config.eval.num_samples, config.eval.batch_size, folder,
+                                      signature, main=distributed.is_main(), progress=distributed.is_main())
     if toy:
         samples = torch.from_numpy(rounds["samples"])
         save_samples_png(folder / "samples.png", samples[:1000], reference=_reference_points(config, 1000))
@@ -519,7 +821,7 @@ def _sample_quality(config, number, path, folder):
                   f"of as many data points {quality['data_nats']:.3f} nats")
         return dict(num_samples=len(samples), nfe=int(rounds["nfe"].max()), **quality)
     image_grid_png(folder / "samples.png", torch.from_numpy(rounds["samples"][:64]).float() / 255)
-    quality = evaluation.sample_quality(rounds["features"], rounds["probabilities"], reference)
+    quality = evaluation.sample_quality(rounds["features"], rounds["probabilities"], judge[1])
     return dict(quality, nfe=int(rounds["nfe"].max()))
 
 
@@ -552,25 +854,22 @@ def stats_path(config, workdir):
 def stats(config, workdir, checkpoint=None):
     """Reference statistics of the eval.stats_split split with the eval.features network, written to
     stats_path: uint8 images in 0–255, every image of the split in order, no flip, no dequantization."""
-    if config.data.dataset in data.TOYS:
-        raise ValueError("--mode stats is for image datasets; toys are judged by their exact density")
-    if config.eval.stats_split not in data.SPLITS:
-        raise ValueError(f"unknown eval.stats_split {config.eval.stats_split!r}; expected one of "
-                         f"{list(data.SPLITS)}")
+    preflight.check_values(config, "stats")
     path = stats_path(config, workdir)
     if not distributed.is_main():  # one process reads the split; the others have nothing to do
         return path
     batches = data.plain_batches(config, config.eval.stats_split, config.eval.batch_size)
     result = evaluation.dataset_statistics((data_to_uint8(b) for b in batches), feature_network(config),
                                            keep_features=config.eval.stats_features)
-    evaluation.save_npz_atomic(path, **result)
+    save_npz_atomic(path, **result)
     print(f"statistics of {int(result['count'])} {config.data.dataset} {config.eval.stats_split} images "
           f"({config.eval.features} features) -> {path}")
     return path
 
 
-def _test_loss(config, workdir, checkpoint):
-    state, _ = load_trained_state(config, workdir, checkpoint)
+def _test_loss(config, state):
+    """The EMA weights' loss over the test split, as the original's evaluation; NonFiniteResult if it is not
+    finite."""
     sde, _ = build_sde(config)
     loss_fn = training.make_loss(sde, **loss_kwargs(config, train=False))
     gen = torch.Generator(device()).manual_seed(config.seed)
@@ -583,4 +882,7 @@ def _test_loss(config, workdir, checkpoint):
         total += training.eval_step(state, batch, loss_fn, gen).item() * len(batch)
         count += len(batch)
     totals = distributed.gather((total, count))
-    return sum(t for t, _ in totals) / sum(c for _, c in totals)
+    loss = sum(t for t, _ in totals) / sum(c for _, c in totals)
+    if not math.isfinite(loss):
+        raise NonFiniteResult(f"the test loss of checkpoint step {state.step} is {loss}; nothing was written")
+    return loss

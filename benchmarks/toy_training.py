@@ -51,7 +51,7 @@ def measure(config, workdir, overrides):
     main_py("train", config, workdir, overrides)
     train_seconds = time.perf_counter() - start
     main_py("sample", config, workdir, ["--config.eval.batch_size=2000", *overrides])
-    quality = json.loads((workdir / "samples" / "quality.json").read_text())
+    quality = json.loads((workdir / "samples" / "samples.json").read_text())
     main_py("likelihood", config, workdir, ["--config.eval.batch_size=1000", *overrides])
     likelihood = json.loads((workdir / "likelihood" / "summary.json").read_text())
     row = dict(config=config, train_seconds=train_seconds, samples_nats=quality["samples_nats"],

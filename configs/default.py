@@ -48,6 +48,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.batch_size = 1024
     evaluate.enable_sampling = False
     evaluate.num_samples = 50000
+    # Ours: seconds to wait for each checkpoint of begin_ckpt..end_ckpt to appear, as beside a running
+    # training job (the original waits for them); 0: evaluate those that exist, fail at once if none.
+    evaluate.wait_s = 0.
     evaluate.enable_loss = True
     evaluate.enable_bpd = False
     evaluate.bpd_dataset = "test"

@@ -13,6 +13,7 @@ import functools
 import gzip
 import math
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,6 +30,7 @@ DEFAULT_ROOT = "~/.cache/score_sde/data"
 SPLITS = ("train", "test")
 TOY_EPOCH_SIZE = 10_000  # points per toy "epoch", the size of the CIFAR10 / MNIST test sets
 SYNTHETIC_SIZES = {"train": 1024, "test": 256}
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 DOWNLOAD_HINT = "or pass --config.data.download=True to download it (needs network access)"
 
 
@@ -298,17 +300,43 @@ def read_idx(path: str | Path) -> torch.Tensor:
         path: the file; a name ending in .gz is read through gzip.
     Returns:
         uint8 tensor of the file's shape, e.g. [N, 28, 28] for images and [N] for labels.
+    Raises:
+        ValueError: the file is not a whole idx file (truncated, not gzip-compressed though named .gz,
+            corrupt, or of another type). The message names the file: gzip's own errors (a bare EOFError
+            for a truncated download) name none, and a data root may hold several candidates.
     """
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    refetch = f"replace it with a fresh copy (MNIST's idx files are at {MNIST_URL})"
+    try:
+        with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as f:
+            data = f.read()
+    except EOFError as error:  # the deflate stream stops early: an interrupted download or copy
+        raise ValueError(f"cannot read {path}: the gzip data end early (truncated file?); {refetch}") \
+            from error
+    except gzip.BadGzipFile as error:  # the magic bytes, or the trailer's CRC or length
+        if str(error).startswith("Not a gzipped file"):
+            what = "not gzip-compressed, though its name ends in .gz (name a plain idx file without .gz)"
+        else:
+            what = f"corrupt gzip data ({error}); {refetch}"
+        raise ValueError(f"cannot read {path}: {what}") from error
+    except zlib.error as error:
+        raise ValueError(f"cannot read {path}: corrupt gzip data ({error}); {refetch}") from error
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
-        raise ValueError(f"{path} is not an idx file of unsigned bytes (header {data[:4].hex()})")
+        found = f"header {data[:4].hex()}"
+        if len(data) < 4:
+            found = f"only {len(data)} byte(s): empty or truncated"
+        elif data[:2] == b"\x1f\x8b":
+            found += ": gzip-compressed, so its name must end in .gz"
+        raise ValueError(f"cannot read {path}: not an idx file of unsigned bytes ({found})")
     rank = data[3]
+    if len(data) < 4 + 4 * rank:
+        raise ValueError(f"cannot read {path}: the header announces {rank} sizes but the file ends after "
+                         f"{len(data)} bytes (truncated file?); {refetch}")
     shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(rank)]
     payload = data[4 + 4 * rank:]
     if len(payload) != math.prod(shape):
-        raise ValueError(f"{path}: the header says {shape}, but the payload has {len(payload)} bytes")
+        hint = f" (truncated file?); {refetch}" if len(payload) < math.prod(shape) else ""
+        raise ValueError(f"cannot read {path}: the header says {shape}, but the payload has {len(payload)} "
+                         f"bytes{hint}")
     return torch.frombuffer(bytearray(payload), dtype=torch.uint8).reshape(shape)
 
 
@@ -347,7 +375,7 @@ def _mnist(root, split, image_size, num_channels, category, download):
     paths = [_find_file(folders, name) for name in names]
     if None in paths:
         expected = f"{names[0]}[.gz] and {names[1]}[.gz] in {folders[0]} or in {folders[1]}"
-        how = "Put the idx files from https://ossci-datasets.s3.amazonaws.com/mnist/ in one of those folders"
+        how = f"Put the idx files from {MNIST_URL} in one of those folders"
         raise _missing(f"MNIST ({split} split)", expected, how + " (gzipped or not)", downloadable=True)
     images, labels = (read_idx(p) for p in paths)
     return TensorImages(images[:, None], labels, image_size)

@@ -8,7 +8,6 @@ the final numbers, do not depend on where a run was interrupted.
 """
 import json
 import math
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -17,21 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from score_sde import metrics
-
-
-def save_npz_atomic(path: Path, **arrays) -> None:
-    """np.savez into path + '.tmp.npz', then renamed over path: a killed write leaves no partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
+from score_sde.files import save_npz_atomic
 
 
 def round_seed(seed: int, checkpoint: int, round_index: int) -> int:
@@ -40,13 +25,16 @@ def round_seed(seed: int, checkpoint: int, round_index: int) -> int:
 
 
 def sample_rounds(draw_fn: Callable[[int, int], dict], num_samples: int, round_size: int, folder: Path,
-                  main: bool = True, progress: bool = True) -> dict:
-    """Draw num_samples in rounds of round_size (the last one shorter), or read the rounds already on disk.
+                  signature: dict | None = None, main: bool = True, progress: bool = True) -> dict:
+    """Draw num_samples in rounds of round_size (the last one shorter), or read the rounds already on disk
+    that the same settings produced.
 
     Args:
         draw_fn: (round index, number of samples) -> {name: numpy array [n, ...]} for one round (e.g.
             samples, features, probabilities); it must draw the same for the same round index.
         folder: where round_<r>.npz files go.
+        signature: what produced the rounds (the checkpoint's identity, the sampler's settings; JSON values).
+            Each file records it with its round's index and size; a file recorded otherwise is drawn again.
         main: whether this process writes the files (rank 0); every process calls draw_fn.
     Returns:
         {name: array [num_samples, ...]}: the rounds concatenated in order.
@@ -57,15 +45,26 @@ def sample_rounds(draw_fn: Callable[[int, int], dict], num_samples: int, round_s
     for index in tqdm(range(math.ceil(num_samples / round_size)), desc="sample rounds", disable=not progress):
         path = folder / f"round_{index}.npz"
         size = min(round_size, num_samples - index * round_size)
-        if path.is_file():
-            with np.load(path) as saved:
-                rounds.append({name: saved[name] for name in saved.files})
+        produced_by = json.dumps(dict(signature or {}, round=index, size=size), sort_keys=True)
+        saved = _saved_round(path, produced_by)
+        if saved is not None:
+            rounds.append(saved)
             continue
         arrays = draw_fn(index, size)
         if main:
-            save_npz_atomic(path, **arrays)
+            save_npz_atomic(path, **arrays, produced_by=np.array(produced_by))
         rounds.append(arrays)
     return {name: np.concatenate([r[name] for r in rounds]) for name in rounds[0]}
+
+
+def _saved_round(path: Path, produced_by: str) -> dict | None:
+    """The arrays of the round file at path if it exists and records `produced_by`, else None."""
+    if not path.is_file():
+        return None
+    with np.load(path) as saved:
+        if "produced_by" not in saved.files or str(saved["produced_by"]) != produced_by:
+            return None
+        return {name: saved[name] for name in saved.files if name != "produced_by"}
 
 
 def dataset_statistics(batches: Iterable[torch.Tensor], feature_fn, keep_features: bool = False,

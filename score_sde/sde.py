@@ -5,6 +5,7 @@ coefficients follow Song et al. 2021 (App. B) and the defaults of the original s
 """
 import abc
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +37,8 @@ class SDE(abc.ABC):
     T = 1.0
 
     def __init__(self, N: int):
-        if N < 1:
-            raise ValueError(f"N must be a positive number of steps, got {N}")
+        if isinstance(N, bool) or not isinstance(N, numbers.Integral) or N < 1:
+            raise ValueError(f"N must be a positive whole number of steps, got {N!r}")
         self.N = N
 
     @abc.abstractmethod
@@ -132,6 +133,9 @@ class _LinearBetaSDE(SDE):
 
     def __init__(self, beta_min=0.1, beta_max=20.0, N=1000):
         super().__init__(N)
+        if not (math.isfinite(beta_min) and math.isfinite(beta_max) and 0 <= beta_min < beta_max):
+            raise ValueError(f"need finite 0 <= beta_min < beta_max, got beta_min={beta_min}, "
+                             f"beta_max={beta_max}")
         self.beta_min = beta_min
         self.beta_max = beta_max
 
@@ -242,6 +246,9 @@ class VESDE(SDE):
 
     def __init__(self, sigma_min=0.01, sigma_max=50.0, N=1000):
         super().__init__(N)
+        if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0 < sigma_min < sigma_max):
+            raise ValueError(f"need finite 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, "
+                             f"sigma_max={sigma_max}")
         self.sigma_min = sigma_min
         self.sigma_max = sigma_max
         self.discrete_sigmas = self.discrete_sigmas_on("cpu")

@@ -15,6 +15,7 @@ from torch import nn
 
 from score_sde.acceleration import autocast
 from score_sde.distributed import ONE_PROCESS, Shard
+from score_sde.files import atomic_write
 from score_sde.losses import get_loss_fn
 from score_sde.models import ExponentialMovingAverage, get_model_fn, get_score_fn
 from score_sde.models.checkpoints import check_state_dict
@@ -301,29 +302,56 @@ def eval_step(state: TrainState, batch: torch.Tensor, loss_fn, generator: torch.
         return loss_fn(state, batch, generator)
 
 
-def save_checkpoint(path: str | os.PathLike, state: TrainState) -> Path:
-    """Write state.state_dict() to path atomically: into path + '.tmp', synced, then renamed over path, so
-    an interruption leaves the previous checkpoint whole. Creates the parent directories; returns the path.
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights stopped being finite; nothing non-finite was written."""
+
+
+class DivergenceMonitor:
+    """Watches the training loss for a non-finite value without reading it back every step.
+
+    `observe(loss)` runs on the loss's device and never waits for it: it keeps whether a non-finite loss has
+    been seen, the last finite loss before it and how many steps had passed then. `check(...)` reads those
+    three numbers back (one host sync): call it at each log step and before every checkpoint write.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state.state_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if os.name == "posix":  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return path
+
+    def __init__(self, step: int, device: torch.device | str):
+        self.start = step  # the step count when observation began
+        self.diverged = torch.zeros((), dtype=torch.bool, device=device)
+        self.last_finite = torch.full((), float("nan"), device=device)
+        self.finite_steps = torch.zeros((), dtype=torch.long, device=device)
+
+    def observe(self, loss: torch.Tensor) -> None:
+        """Record one step's loss, a 0-d tensor."""
+        self.diverged |= ~torch.isfinite(loss)
+        self.last_finite = torch.where(self.diverged, self.last_finite, loss.float())
+        self.finite_steps += (~self.diverged).long()
+
+    def check(self, state: TrainState | None = None) -> None:
+        """TrainingDiverged naming the first step with a non-finite loss and the last finite loss; with
+        `state`, also when a weight, EMA weight or optimizer moment is non-finite (what a checkpoint would
+        hold)."""
+        if bool(self.diverged):
+            first_bad = self.start + int(self.finite_steps) + 1
+            raise TrainingDiverged(f"the training loss is not finite at step {first_bad} (last finite loss "
+                                   f"{self.last_finite.item():.6g} at step {first_bad - 1})")
+        if state is not None and not state_is_finite(state):
+            raise TrainingDiverged(f"the weights are not finite at step {state.step} although every loss "
+                                   "was: the last update overflowed")
+
+
+def state_is_finite(state: TrainState) -> bool:
+    """Whether every floating tensor a checkpoint of state would hold is finite (one host read)."""
+    tensors = [*state.model.state_dict().values(), *state.ema.shadow.values(),
+               *(v for entry in state.optimizer.state.values() for v in entry.values() if torch.is_tensor(v))]
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def save_checkpoint(path: str | os.PathLike, state: TrainState) -> Path:
+    """Write state.state_dict() to path atomically (files.atomic_write): an interruption leaves the previous
+    checkpoint whole, and two processes never share a temp file. Creates the parent directories."""
+    state_dict = state.state_dict()
+    return atomic_write(path, lambda f: torch.save(state_dict, f))
 
 
 def read_checkpoint(path: Path):

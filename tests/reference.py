@@ -1,31 +1,48 @@
-"""Access to the reference-network fixtures in ../shared/fixtures/reference_models (see its README)."""
+"""Access to the reference-network fixtures in ../shared/fixtures/reference_models (see its README).
+
+Every read goes through `fixture`, which skips the test on a bare clone (no ../shared) and fails it under
+CI=true (see shared.py); `requires_fixtures` makes that check before a test does any work."""
+import functools
 import json
-from pathlib import Path
 
 import ml_collections
-import pytest
 import torch
+from shared import REFERENCE_MODELS, require_reference_models, require_shared
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference_models"
-requires_fixtures = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason=f"reference fixtures not found at {FIXTURES} (CI has them under ../shared)"
-)
+FIXTURES = REFERENCE_MODELS  # the folder's path, unchecked: read its files through `fixture`
+
+
+def fixture(filename):
+    """The path of one fixture file, checked at test time (skip on a bare clone, fail under CI=true)."""
+    return require_shared(FIXTURES / filename)
+
+
+def requires_fixtures(test):
+    """Decorator: check the fixtures folder when the test runs, in its body, so that under CI=true a missing
+    folder is a test failure (a skipif mark could only skip, and a fixture would error at setup)."""
+
+    @functools.wraps(test)  # keeps the signature (pytest's fixture arguments) and the parametrize marks
+    def checked(*args, **kwargs):
+        require_reference_models()
+        return test(*args, **kwargs)
+
+    return checked
 
 
 def config(name):
     """The fixture's full config as a ConfigDict (its 'device' entry dropped: configs hold no devices)."""
-    raw = json.loads((FIXTURES / f"{name}_config.json").read_text())
+    raw = json.loads(fixture(f"{name}_config.json").read_text())
     raw.pop("device", None)
     return ml_collections.ConfigDict(raw)
 
 
 def checkpoint(name):
     # Trusted local test files; the loader under test has its own restricted unpickling.
-    return torch.load(FIXTURES / f"{name}.pth", map_location="cpu", weights_only=False)
+    return torch.load(fixture(f"{name}.pth"), map_location="cpu", weights_only=False)
 
 
 def io(name):
-    return torch.load(FIXTURES / f"{name}_io.pt", map_location="cpu", weights_only=True)
+    return torch.load(fixture(f"{name}_io.pt"), map_location="cpu", weights_only=True)
 
 
 def model_and_ema_state_dicts(name):

@@ -22,12 +22,12 @@ FIXTURE_NAMES = ["ncsnpp_ve", "ncsnpp_ve_outskip", "ncsnpp_ve_discrete", "ddpmpp
 @pytest.mark.parametrize("suffix", [".pth", "_io.pt"])
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_safe_loader_reads_every_fixture(name, suffix):
-    loaded = safe_torch_load(reference.FIXTURES / f"{name}{suffix}")
+    loaded = safe_torch_load(reference.fixture(f"{name}{suffix}"))
     assert ("model" in loaded) if suffix == ".pth" else ("out_model" in loaded)
 
 
 def test_numpy_float64_learning_rate_survives():
-    ckpt = safe_torch_load(str(reference.FIXTURES / "ncsnpp_extra_paths.pth"))
+    ckpt = safe_torch_load(str(reference.fixture("ncsnpp_extra_paths.pth")))
     lr = ckpt["optimizer"]["param_groups"][0]["lr"]
     assert type(lr) is np.float64 and ckpt["step"] == 1
 
@@ -163,7 +163,7 @@ def test_loader_errors_name_the_problem(edit, message):
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_fixture_checkpoint_loads_and_reproduces_reference_outputs(name):
-    loaded = load_reference_checkpoint(reference.FIXTURES / f"{name}.pth", reference.config(name))
+    loaded = load_reference_checkpoint(reference.fixture(f"{name}.pth"), reference.config(name))
     ckpt, data = reference.checkpoint(name), reference.io(name)
     assert loaded.step == ckpt["step"] and loaded.ema.num_updates == ckpt["ema"]["num_updates"]
     assert set(loaded.ema.shadow) == set(data["ema_param_keys"])

@@ -3,7 +3,6 @@ clear errors for missing datasets, and the seeded, sharded batch iterator."""
 import gzip
 import itertools
 import shutil
-from pathlib import Path
 
 import ml_collections
 import numpy as np
@@ -11,12 +10,9 @@ import pytest
 import torch
 from exact import assert_matches_two_modes
 from PIL import Image
+from shared import require_mnist
 
 from score_sde import data, distributed
-
-MNIST_DIR = Path("/work/shared/data/mnist")
-needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
-                                 reason=f"the MNIST test split is not in {MNIST_DIR}")
 
 
 def gen(seed=0):
@@ -124,31 +120,31 @@ def test_toy_distribution_only_for_the_mixture_and_errors_name_the_choices():
 # Image datasets.
 
 
-@needs_mnist
 def test_mnist_test_split_loads_from_the_shared_idx_files():
-    dataset = data.image_dataset("MNIST", MNIST_DIR, "test", image_size=28, num_channels=1)
+    mnist = require_mnist()
+    dataset = data.image_dataset("MNIST", mnist, "test", image_size=28, num_channels=1)
     assert len(dataset) == 10_000
     x, label = dataset[0]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and label == 7  # the known first test label
     assert x.min() == 0 and x.max() <= 1 and torch.equal(torch.round(x * 255), x * 255)
-    y, _ = data.image_dataset("MNIST", MNIST_DIR, "test", image_size=32, num_channels=1)[0]
+    y, _ = data.image_dataset("MNIST", mnist, "test", image_size=32, num_channels=1)[0]
     assert y.shape == (1, 32, 32) and y.min() >= 0 and y.max() <= 1
     torch.testing.assert_close(y.mean(), x.mean(), atol=0.01, rtol=0)
 
 
-@needs_mnist
 @pytest.mark.parametrize("gzipped", [True, False])
 def test_mnist_reads_torchvision_layout_gzipped_or_not(tmp_path, gzipped):
+    mnist = require_mnist()
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for source in MNIST_DIR.glob("t10k-*.gz"):
+    for source in mnist.glob("t10k-*.gz"):
         if gzipped:
             (raw / source.name).symlink_to(source)
         else:
             with gzip.open(source, "rb") as f_in, open(raw / source.stem, "wb") as f_out:
                 shutil.copyfileobj(f_in, f_out)
     dataset = data.image_dataset("MNIST", tmp_path, "test", image_size=28, num_channels=1)
-    reference = data.image_dataset("MNIST", MNIST_DIR, "test", image_size=28, num_channels=1)
+    reference = data.image_dataset("MNIST", mnist, "test", image_size=28, num_channels=1)
     assert len(dataset) == 10_000 and torch.equal(dataset.images, reference.images)
     assert torch.equal(dataset.labels, reference.labels)
 
@@ -158,6 +154,36 @@ def test_read_idx_rejects_other_files(tmp_path):
     path.write_bytes(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + bytes(12))  # float32 payload
     with pytest.raises(ValueError, match="unsigned bytes"):
         data.read_idx(path)
+
+
+def small_idx():
+    """A whole idx file of 3 images of 2×2 unsigned bytes: magic 0, 0, 0x08, rank 3, sizes, payload."""
+    sizes = b"".join(n.to_bytes(4, "big") for n in (3, 2, 2))
+    return b"\x00\x00\x08\x03" + sizes + bytes(range(12))
+
+
+@pytest.mark.parametrize("name, damage, what", [
+    ("images.gz", lambda raw: gzip.compress(raw)[:len(gzip.compress(raw)) // 2], "truncated"),
+    ("images.gz", lambda raw: raw, "not gzip-compressed"),
+    ("images.gz", lambda raw: gzip.compress(raw)[:-8] + bytes(8), "CRC"),
+    ("images", lambda raw: raw[:-5], "truncated"),
+    ("images", lambda raw: raw[:9], "truncated"),  # inside the sizes: they would read as 0, an empty file
+    ("images", lambda raw: b"", "empty"),
+    ("images", gzip.compress, "gzip-compressed, so its name must end in .gz"),
+], ids=["truncated-gz", "plain-named-gz", "bad-crc", "truncated-payload", "truncated-header", "empty",
+        "gz-named-plain"])
+def test_read_idx_errors_name_the_file_and_the_damage(tmp_path, name, damage, what):
+    """A damaged download must say which file and what is wrong: gzip's own EOFError names neither."""
+    whole = tmp_path / f"whole-{name}"
+    whole.write_bytes(gzip.compress(small_idx()) if name.endswith(".gz") else small_idx())
+    assert data.read_idx(whole).tolist() == torch.arange(12).reshape(3, 2, 2).tolist()
+    path = tmp_path / name
+    path.write_bytes(damage(small_idx()))
+    with pytest.raises(ValueError) as info:
+        data.read_idx(path)
+    message = str(info.value)
+    assert message.startswith(f"cannot read {path}: ") and what in message, message
+    assert (info.value.__cause__ is not None) == name.endswith(".gz")  # gzip's own error kept as the cause
 
 
 def test_missing_cifar10_names_the_path_and_the_download_flag(tmp_path):

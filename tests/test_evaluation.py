@@ -73,7 +73,7 @@ def test_missing_stats_unknown_features_and_empty_ranges_fail_clearly(tiny_image
     with pytest.raises(FileNotFoundError, match="--mode stats"):
         run_lib.evaluate(config, workdir)
     config.eval.stats, config.eval.features = None, "resnet"
-    with pytest.raises(ValueError, match=r"unknown eval.features 'resnet'; expected one of \['inception'"):
+    with pytest.raises(ValueError, match=r"config.eval.features='resnet': expected one of \['inception'"):
         run_lib.stats(config, workdir)
     config.eval.features, config.eval.begin_ckpt, config.eval.end_ckpt = "mnist", 7, 9
     with pytest.raises(FileNotFoundError, match=r"no checkpoint numbered 7..9.*\[1, 2\]"):

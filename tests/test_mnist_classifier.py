@@ -1,22 +1,18 @@
 """The MNIST feature network: trained on the first 5,000 shared MNIST test images, ≥ 97 % on the rest."""
-from pathlib import Path
-
 import pytest
 import torch
+from shared import require_mnist
 
 from score_sde import mnist_classifier
 from score_sde.mnist_classifier import MNISTClassifier
 
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
 
 def test_trained_classifier_reaches_97_percent_on_the_held_out_half_and_reloads(tmp_path):
-    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.fail(f"the MNIST test split is not in {MNIST_DIR}: put t10k-*-ubyte.gz there")
+    mnist = require_mnist()
     out = tmp_path / "classifier.pth"
-    held_out = mnist_classifier.main(["--mnist", str(MNIST_DIR), "--out", str(out)])
+    held_out = mnist_classifier.main(["--mnist", str(mnist), "--out", str(out)])
     assert held_out >= 0.97
-    images, labels = mnist_classifier.load_mnist(MNIST_DIR)
+    images, labels = mnist_classifier.load_mnist(mnist)
     reloaded = mnist_classifier.load_classifier(out)
     assert mnist_classifier.accuracy(reloaded, images[5000:], labels[5000:]) == held_out
 

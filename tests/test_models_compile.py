@@ -58,7 +58,9 @@ def test_channels_last_gives_the_contiguous_output(name):
 @requires_fixtures
 @pytest.mark.parametrize("name", FAMILIES)
 def test_bf16_autocast_forward_backward(name):
-    model, x, labels = tiny(name)
+    # Trained weights: a freshly initialised NCSN v1 puts its outputs near a cancellation, where bf16's
+    # relative error depends on the CPU's bf16 kernels (6.6 % on one Xeon, 1.5 % with trained weights).
+    model, x, labels = trained(name)
     with torch.no_grad():
         reference = model(x, labels)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -5,7 +5,7 @@ import math
 import ml_collections
 import pytest
 import torch
-from reference import FIXTURES, assert_matches_reference, config, model_and_ema_state_dicts, requires_fixtures
+from reference import assert_matches_reference, config, fixture, model_and_ema_state_dicts, requires_fixtures
 
 from score_sde.models import create_model
 from score_sde.models.ddpm import DDPM, AttnBlock, Downsample, Upsample
@@ -45,7 +45,7 @@ def test_matches_reference_fixture():
 @pytest.fixture(scope="module")
 def full_size():
     """The full-size CIFAR-10 DDPM built without memory (meta device), and its manifest entry."""
-    entry = json.loads((FIXTURES / "full_manifest.json").read_text())["models"][FULL_SIZE]
+    entry = json.loads(fixture("full_manifest.json").read_text())["models"][FULL_SIZE]
     cfg = {k: v for k, v in entry["config"].items() if k != "device"}
     with torch.device("meta"):
         model = create_model(ml_collections.ConfigDict(cfg))

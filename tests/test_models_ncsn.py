@@ -60,7 +60,7 @@ def test_matches_reference_fixture(name):
 @requires_fixtures
 @pytest.mark.parametrize("name", ["ncsnv2_ve", "ncsn_ve"])
 def test_published_checkpoint_format_loads_with_its_ema(name):
-    loaded = load_reference_checkpoint(reference.FIXTURES / f"{name}.pth", config(name))
+    loaded = load_reference_checkpoint(reference.fixture(f"{name}.pth"), config(name))
     data = io(name)
     loaded.ema.copy_to(loaded.model)
     with torch.no_grad():
@@ -74,7 +74,7 @@ def test_published_checkpoint_format_loads_with_its_ema(name):
 @pytest.fixture(scope="module", params=sorted(FULL_SIZE))
 def full_size(request):
     """A full-size CIFAR-10 network built without memory (meta device), and its manifest entry."""
-    entry = json.loads((reference.FIXTURES / "full_manifest.json").read_text())["models"][request.param]
+    entry = json.loads(reference.fixture("full_manifest.json").read_text())["models"][request.param]
     cfg = {k: v for k, v in entry["config"].items() if k != "device"}
     with torch.device("meta"):
         model = create_model(ml_collections.ConfigDict(cfg))

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from reference import (
-    FIXTURES,
     assert_matches_reference,
     config,
+    fixture,
     io,
     model_and_ema_state_dicts,
     requires_fixtures,
@@ -69,7 +69,7 @@ NCSNPP_MANIFEST = [
 
 
 def _manifest_entry(name):
-    return json.loads((FIXTURES / "full_manifest.json").read_text())["models"][name]
+    return json.loads(fixture("full_manifest.json").read_text())["models"][name]
 
 
 def _plain(value):

@@ -5,8 +5,10 @@ import pytest
 import torch
 from exact import all_sdes, assert_matches_two_modes, mode_stats, ode_weight_from_prior, sde_id, two_modes
 
+from score_sde.likelihood import log_likelihood
 from score_sde.sampling import ode_sample
 from score_sde.sampling.odeint import odeint
+from score_sde.sde import VPSDE
 
 MIX = two_modes()
 NUM = 5000
@@ -77,6 +79,18 @@ def test_ode_device_and_scipy_paths_agree(sde):
     x_scipy, nfe_scipy = ode_sample(sde, MIX.score_fn(sde), (64, 2), z=z, method="scipy-rk45")
     assert nfe == nfe_scipy
     torch.testing.assert_close(x, x_scipy, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_drift_stops_the_adaptive_solver(bad):
+    # NaN once defeated the step-size underflow check: a NaN network looped forever instead of failing.
+    def score_fn(x, t):
+        return torch.full_like(x, bad)
+
+    with pytest.raises(FloatingPointError, match="not finite"):
+        ode_sample(VPSDE(), score_fn, (4, 2))
+    with pytest.raises(FloatingPointError, match="not finite"):
+        log_likelihood(VPSDE(), score_fn, torch.zeros(4, 2))
 
 
 def test_ode_denoise_and_bad_input():

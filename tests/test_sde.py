@@ -170,9 +170,20 @@ def test_bad_time_raises(sde):
             method(x, torch.tensor(0.5))
 
 
-def test_bad_construction_raises():
-    with pytest.raises(ValueError, match="N must be"):
-        VPSDE(N=0)
+@pytest.mark.parametrize("make,match", [
+    (lambda: VPSDE(N=0), "N must be"),
+    (lambda: VESDE(N=2.5), "N must be"),
+    (lambda: VPSDE(beta_min=-1.0), "0 <= beta_min < beta_max"),
+    (lambda: subVPSDE(beta_min=1.0, beta_max=1.0), "0 <= beta_min < beta_max"),
+    (lambda: VPSDE(beta_max=float("nan")), "finite"),
+    (lambda: VESDE(sigma_min=0.0), "0 < sigma_min < sigma_max"),
+    (lambda: VESDE(sigma_min=50.0, sigma_max=0.01), "0 < sigma_min < sigma_max"),
+    (lambda: VESDE(sigma_max=float("inf")), "finite"),
+])
+def test_bad_construction_raises(make, match):
+    # Each of these once trained to NaN weights or sampled all-NaN without a word (issue 14).
+    with pytest.raises(ValueError, match=match):
+        make()
 
 
 def test_ancestral_needs_a_discrete_chain():

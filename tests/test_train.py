@@ -266,10 +266,11 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert restore_checkpoint(path, build(1)).step == 1
 
 
-def test_save_replaces_a_stale_tmp_file(tmp_path):
-    (tmp_path / "checkpoint.pth.tmp").write_bytes(b"left by a killed process")
+def test_save_ignores_a_stale_tmp_file(tmp_path):
+    # A killed process's temp file is neither reused nor in the way: each save has its own temp name.
+    (tmp_path / ".checkpoint.pth.x.tmp").write_bytes(b"left by a killed process")
     path = save_checkpoint(tmp_path / "checkpoint.pth", build(0))
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".checkpoint.pth.x.tmp", "checkpoint.pth"]
     assert restore_checkpoint(path, build(1)).step == 0
 
 

@@ -10,6 +10,7 @@ DEFAULT_SOLVER = "adams_pc"
 DEFAULT_SCHEDULE = "logsnr"
 
 
+@torch.no_grad()  # a score function that needs gradients opens its own enable_grad
 def fast_sample(sde, score_fn, shape, solver: str = DEFAULT_SOLVER, steps: int = 20,
                 schedule: str = DEFAULT_SCHEDULE, eps: float = 1e-3, z=None, denoise: bool = False,
                 generator=None, device=None, dtype=torch.float32, progress: bool = False, **solver_options):

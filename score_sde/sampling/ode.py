@@ -15,6 +15,7 @@ def probability_flow_drift(sde, score_fn):
     return drift_fn
 
 
+@torch.no_grad()  # a score function that needs gradients opens its own enable_grad
 def ode_sample(sde, score_fn, shape, rtol=1e-5, atol=1e-5, method="rk45", eps=1e-3, z=None, denoise=False,
                generator=None, device=None, dtype=torch.float32, progress=False):
     """Samples from the probability-flow ODE, solved adaptively from T to eps.

@@ -4,6 +4,8 @@
 that the state never leaves the device; its one host read per step is the accept/reject decision.
 `scipy_rk45` keeps the original code's path (scipy.integrate.solve_ivp over NumPy) for comparison.
 """
+import math
+
 import scipy.integrate
 import torch
 from tqdm.auto import tqdm
@@ -43,6 +45,9 @@ def _initial_step(fn, t0, y0, f0, t1, rtol, atol):
     interval, direction = abs(t1 - t0), (1.0 if t1 > t0 else -1.0)
     scale = atol + y0.abs() * rtol
     d0, d1 = _rms(y0 / scale).item(), _rms(f0 / scale).item()
+    if not (math.isfinite(d0) and math.isfinite(d1)):
+        raise FloatingPointError(f"dopri5: the ODE's right-hand side is not finite at its start t={t0} (or "
+                                 "the start itself is not): a score function returning NaN or infinity?")
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, interval)
     f1 = fn(_time(t0 + direction * h0, y0), y0 + direction * h0 * f0)
@@ -74,6 +79,9 @@ def dopri5(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False):
             nfe += 6
             scale = atol + torch.maximum(y.abs(), y_new.abs()) * rtol
             error = _rms(_combine(torch.zeros_like(y), h, _E, ks) / scale).item()
+            if not math.isfinite(error):  # no step size helps; NaN would also defeat the underflow check
+                raise FloatingPointError(f"dopri5: the ODE's right-hand side is not finite near t={t}: a "
+                                         "score function returning NaN or infinity?")
             if error < 1:
                 factor = _MAX_FACTOR if error == 0 else min(_MAX_FACTOR, _SAFETY * error**_ERROR_EXPONENT)
                 bar.update(abs(h))

@@ -29,6 +29,7 @@ def pc_step(predict, correct, use_predictor=True):
     return step
 
 
+@torch.no_grad()  # a score function that needs gradients opens its own enable_grad
 def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps=1,
               probability_flow=False, denoise=True, eps=1e-3, generator=None, device=None,
               dtype=torch.float32, progress=False, compile_mode=None):

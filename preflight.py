@@ -1,0 +1,325 @@
+"""The checks every mode makes before its first step: the config's values, and the workdir it will write.
+
+A bad value is a `ConfigError`: one line naming the knob, its value and what is allowed. run_lib calls
+`check_values` first, then builds the SDE, network, loss, data and sampler and runs each once on a tiny batch
+(run_lib.prepare_*), and only then touches the workdir; so a setting that cannot work costs seconds, not
+the 50,000 steps before the first snapshot, and leaves nothing behind.
+"""
+import contextlib
+import json
+import math
+import numbers
+import os
+import tempfile
+from pathlib import Path
+
+from score_sde import acceleration, data
+from score_sde.sampling.correctors import CORRECTORS
+from score_sde.sampling.predictors import PREDICTORS
+from score_sde.sampling.schedules import SCHEDULES
+from score_sde.sampling.solvers import SOLVERS
+from score_sde.sde import SDES
+from score_sde.train import OPTIMIZERS
+
+METHODS = ("pc", "ode", "fast")
+MODES = ("train", "sample", "likelihood", "eval", "stats")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before any work: one line naming the knob and what is allowed."""
+
+
+def require(ok: bool, knob: str, value, allowed: str) -> None:
+    """ConfigError 'config.<knob>=<value>: <allowed>' unless ok."""
+    if not ok:
+        raise ConfigError(f"config.{knob}={value!r}: {allowed}")
+
+
+@contextlib.contextmanager
+def knobs(what: str):
+    """Turn a ValueError raised while building an object from the config into a ConfigError naming `what`
+    (the knobs it was built from): library code raises ValueError naming its arguments, not config keys."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(f"{what}: {error}") from error
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def require_count(config, knob: str, minimum: int = 1) -> None:
+    value = _get(config, knob)
+    require(_is_int(value) and value >= minimum, knob, value, f"must be a whole number >= {minimum}")
+
+
+def require_divisible(config, knob: str, world_size: int) -> None:
+    require_count(config, knob)
+    value = _get(config, knob)
+    require(value % world_size == 0, knob, value, f"must split evenly over the {world_size} processes")
+
+
+def _get(config, knob: str):
+    section, name = knob.rsplit(".", 1) if "." in knob else ("", knob)
+    node = config
+    for part in filter(None, section.split(".")):
+        node = node[part]
+    return node.get(name) if hasattr(node, "get") else node[name]
+
+
+def require_name(config, knob: str, table) -> None:
+    value = _get(config, knob)
+    require(value in table, knob, value, f"expected one of {sorted(table)}")
+
+
+def check_values(config, mode: str, world_size: int = 1) -> None:
+    """ConfigError for the first knob that `mode` would read and that cannot work.
+
+    Args:
+        mode: one of MODES; each checks what it uses (training reads the sampling knobs when it samples at
+            its snapshots, evaluation the sampling and likelihood knobs it enables).
+        world_size: the number of processes batch sizes are split over.
+    """
+    check_sde(config)
+    dataset = config.data.dataset
+    require(dataset in data.TOYS or dataset in data.IMAGE_DATASETS, "data.dataset", dataset,
+            f"expected a toy {sorted(data.TOYS)} or images {sorted(data.IMAGE_DATASETS)}")
+    if mode == "train":
+        check_training(config, world_size)
+        if config.training.snapshot_sampling:
+            check_sampling(config)
+    elif mode == "sample":
+        require_divisible(config, "eval.batch_size", world_size)
+        check_sampling(config)
+    elif mode == "likelihood":
+        check_likelihood(config)
+    elif mode == "eval":
+        check_eval(config, world_size)
+    elif mode == "stats":
+        require(config.data.dataset not in data.TOYS, "data.dataset", config.data.dataset,
+                "--mode stats is for image datasets; toys are judged by their exact density")
+        require_name(config, "eval.stats_split", data.SPLITS)
+        require_count(config, "eval.batch_size")
+        require_name(config, "eval.features", ("inception", "mnist"))
+    else:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {list(MODES)}")
+
+
+def check_sde(config) -> None:
+    """training.sde and its parameters (the constructors say what is allowed; here the knobs are named)."""
+    sde = config.training.sde
+    require(isinstance(sde, str) and sde.lower() in SDES, "training.sde", sde,
+            f"expected one of {sorted(SDES)}")
+    require_count(config, "model.num_scales")
+    m = config.model
+    if sde.lower() == "vesde":
+        for knob in ("sigma_min", "sigma_max"):
+            require(_is_number(m[knob]), f"model.{knob}", m[knob], "must be a finite number")
+        require(0 < m.sigma_min < m.sigma_max, "model.sigma_min", m.sigma_min,
+                f"need 0 < sigma_min < sigma_max (model.sigma_max={m.sigma_max})")
+    else:
+        for knob in ("beta_min", "beta_max"):
+            require(_is_number(m[knob]), f"model.{knob}", m[knob], "must be a finite number")
+        require(m.beta_min >= 0, "model.beta_min", m.beta_min, "must be >= 0")
+        require(m.beta_max > m.beta_min, "model.beta_max", m.beta_max,
+                f"must exceed model.beta_min={m.beta_min}")
+
+
+def check_training(config, world_size: int) -> None:
+    """Run length, frequencies, batch size, optimizer, EMA, precision and compile mode."""
+    require_divisible(config, "training.batch_size", world_size)
+    require_count(config, "training.n_iters")
+    for knob in ("snapshot_freq", "log_freq", "eval_freq", "snapshot_freq_for_preemption"):
+        require_count(config, f"training.{knob}")
+    require_divisible(config, "eval.batch_size", world_size)  # the running evaluation loss's batches
+    o = config.optim
+    require_name(config, "optim.optimizer", OPTIMIZERS)
+    require(_is_number(o.lr) and o.lr >= 0, "optim.lr", o.lr, "must be a finite number >= 0")
+    require(_is_number(o.beta1) and 0 <= o.beta1 < 1, "optim.beta1", o.beta1, "must lie in [0, 1)")
+    require(_is_number(o.eps) and o.eps > 0, "optim.eps", o.eps, "must be a finite number > 0")
+    require(_is_number(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", o.weight_decay,
+            "must be a finite number >= 0")
+    require(_is_int(o.warmup) and o.warmup >= 0, "optim.warmup", o.warmup, "must be a whole number >= 0")
+    require(_is_number(o.grad_clip), "optim.grad_clip", o.grad_clip,
+            "must be a finite number (< 0: no clipping)")
+    ema_rate = config.model.get("ema_rate")
+    require(_is_number(ema_rate) and 0 <= ema_rate <= 1, "model.ema_rate", ema_rate, "must lie in [0, 1]")
+    with knobs("config.training.precision"):
+        acceleration.check_precision(config.training.precision)
+    with knobs("config.training.compile"):
+        acceleration.check_compile_mode(config.training.compile)
+
+
+def check_sampling(config) -> None:
+    """The sampler's names, their combination and its numbers."""
+    s = config.sampling
+    require(s.method in METHODS, "sampling.method", s.method, f"expected one of {sorted(METHODS)}")
+    with knobs("config.sampling.compile"):
+        acceleration.check_compile_mode(s.compile)
+    require(s.compile is None or s.method == "pc", "sampling.compile", s.compile,
+            f"compiles the PC sampler's step; sampling.method is {s.method!r}: unset it or use method 'pc'")
+    if s.method == "pc":
+        require_name(config, "sampling.predictor", PREDICTORS)
+        require_name(config, "sampling.corrector", CORRECTORS)
+        require(not (s.predictor == "none" and s.corrector == "none"), "sampling.predictor", s.predictor,
+                "predictor and corrector are both 'none': the sampler would return prior noise")
+        require(_is_number(s.snr) and s.snr > 0, "sampling.snr", s.snr, "must be a finite number > 0")
+        require_count(config, "sampling.n_steps_each", minimum=0)
+    elif s.method == "fast":
+        require_name(config, "sampling.solver", SOLVERS)
+        require_name(config, "sampling.schedule", SCHEDULES)
+        require_count(config, "sampling.steps")
+
+
+def check_likelihood(config) -> None:
+    e = config.eval
+    require_name(config, "eval.bpd_dataset", data.SPLITS)
+    require(e.bpd_num_items is None or (_is_int(e.bpd_num_items) and e.bpd_num_items >= 1),
+            "eval.bpd_num_items", e.bpd_num_items,
+            "must be a whole number >= 1, or unset for the whole split")
+    with knobs("config.eval.bpd_precision"):
+        acceleration.check_precision(e.bpd_precision)
+    with knobs("config.eval.bpd_compile"):
+        acceleration.check_compile_mode(e.bpd_compile)
+
+
+def check_eval(config, world_size: int) -> None:
+    """The checkpoint range, the waiting time and every part evaluation enables."""
+    e = config.eval
+    require_count(config, "eval.begin_ckpt", minimum=0)
+    require_count(config, "eval.end_ckpt", minimum=0)
+    require(e.begin_ckpt <= e.end_ckpt, "eval.end_ckpt", e.end_ckpt,
+            f"must be >= eval.begin_ckpt={e.begin_ckpt}")
+    wait_s = e.get("wait_s", 0)
+    require(_is_number(wait_s) and wait_s >= 0, "eval.wait_s", wait_s,
+            "must be a finite number of seconds >= 0 (0: fail at once when a checkpoint is missing)")
+    if e.enable_loss:
+        require_divisible(config, "eval.batch_size", world_size)
+    if e.enable_bpd:
+        check_likelihood(config)
+    if e.enable_sampling:
+        require_divisible(config, "eval.batch_size", world_size)
+        require_count(config, "eval.num_samples")
+        if config.data.dataset not in data.TOYS:
+            require_name(config, "eval.features", ("inception", "mnist"))
+        check_sampling(config)
+
+
+# ---- the workdir ----
+
+
+class WorkdirError(ValueError):
+    """A workdir that cannot be used: a file, or a place this process cannot write."""
+
+
+def check_workdir_writable(workdir: Path) -> None:
+    """WorkdirError unless workdir is, or can be made as, a directory this process can write into.
+
+    Nothing is left behind: a missing workdir is not created (its nearest existing parent is probed), and
+    the probe file is removed at once.
+    """
+    workdir = Path(workdir)
+    existing = workdir
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == workdir else f"lies under {existing}, which is a file"
+        raise WorkdirError(f"workdir {workdir} {what}: choose a directory (--workdir)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        where = "" if existing == workdir else f" (it would be made inside {existing})"
+        raise WorkdirError(f"workdir {workdir} cannot be written{where}: {error.strerror}") from error
+    for sub in ("checkpoints", "checkpoints-meta", "samples", "eval", "likelihood"):
+        path = workdir / sub
+        if path.exists() and not (path.is_dir() and os.access(path, os.W_OK)):
+            raise WorkdirError(f"{path} is not a writable directory")
+
+
+# ---- a restart's config against the saved one ----
+
+# Knobs that change what the checkpoints are of: the model, the SDE, the loss or the data. A restart may not
+# change them silently (--allow_config_change). Run length, frequencies, sampling and evaluation may change.
+PROTECTED = ("model.", "data.", "training.sde", "training.continuous", "training.reduce_mean",
+             "training.likelihood_weighting", "training.batch_size", "seed")
+UNPROTECTED = ("model.channels_last", "data.root", "data.download", "data.num_workers")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _protected(key: str) -> bool:
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in PROTECTED) and \
+        key not in UNPROTECTED
+
+
+def config_differences(saved: dict, config: dict) -> list[str]:
+    """'knob: saved -> new' for each protected knob whose value differs (a knob only one side has too)."""
+    old, new = _flatten(saved), _flatten(config)
+    missing = "(absent)"
+    return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"
+            for key in sorted(old.keys() | new.keys())
+            if _protected(key) and old.get(key, missing) != new.get(key, missing)]
+
+
+def config_as_saved(config) -> dict:
+    """The config as config.json holds it (tuples become lists), so the two compare equal when unchanged."""
+    return json.loads(config.to_json_best_effort())
+
+
+def check_config_change(config, workdir: Path, has_checkpoints: bool, allow: bool = False) -> list[str]:
+    """ConfigError listing the protected knobs that differ from workdir/config.json when the workdir holds
+    checkpoints of that config and `allow` is False; returns the differences (empty when none)."""
+    path = Path(workdir) / "config.json"
+    if not (path.is_file() and has_checkpoints):
+        return []
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError as error:
+        raise ConfigError(f"{path} is not valid JSON ({error}): restore it, or move it away to start "
+                          "over") from error
+    differences = config_differences(saved, config_as_saved(config))
+    if differences and not allow:
+        raise ConfigError(f"the config differs from the one the checkpoints in {workdir} were trained with, "
+                          f"in {'; '.join(differences)}. Use another workdir, or pass --allow_config_change "
+                          "to continue with the new values")
+    return differences
+
+
+# ---- one real step before the run ----
+
+
+class DryRunDone(Exception):
+    """Raised by `stop_after` once the wanted evaluations are done: the dry run ends there."""
+
+
+def stop_after(score_fn, evaluations: int):
+    """score_fn that makes `evaluations` calls and raises DryRunDone at the next one, so that a sampler
+    runs one real step (every line of it, with the real network) and no more."""
+    calls = 0
+
+    def limited(x, t):
+        nonlocal calls
+        if calls >= evaluations:
+            raise DryRunDone
+        calls += 1
+        return score_fn(x, t)
+
+    return limited
