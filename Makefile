@@ -29,7 +29,7 @@ test-all: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check score_sde tests benchmarks configs run_lib.py main.py
+	$(PY) -m ruff check score_sde tests benchmarks configs run_lib.py main.py preflight.py
 
 clean:
 	rm -rf $(VENV) runs

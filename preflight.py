@@ -255,11 +255,12 @@ PROTECTED = ("model.", "data.", "training.sde", "training.continuous", "training
 UNPROTECTED = ("model.channels_last", "data.root", "data.download", "data.num_workers")
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}: a config's knobs by their dotted names."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -272,7 +273,7 @@ def _protected(key: str) -> bool:
 
 def config_differences(saved: dict, config: dict) -> list[str]:
     """'knob: saved -> new' for each protected knob whose value differs (a knob only one side has too)."""
-    old, new = _flatten(saved), _flatten(config)
+    old, new = flatten(saved), flatten(config)
     missing = "(absent)"
     return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"
             for key in sorted(old.keys() | new.keys())

@@ -7,6 +7,7 @@ import torch
 from reference import fixture, requires_fixtures
 
 import configs
+from preflight import flatten
 from score_sde.models import create_model
 from score_sde.sampling import CORRECTORS, PREDICTORS
 
@@ -78,17 +79,6 @@ EXTRA = {
 @functools.cache
 def manifest():
     return json.loads(fixture("full_manifest.json").read_text())["models"]
-
-
-def flatten(tree, prefix=""):
-    """{'a': {'b': 1}} -> {'a.b': 1}."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 # Knobs that are ints in the original and floats in ours, so that a command-line override may be

@@ -384,3 +384,32 @@ def test_foreach_and_per_parameter_adam_and_ema_take_the_same_steps():
             expected[n] = rate * expected[n] + (1 - rate) * p.detach()
     for name, value in expected.items():
         torch.testing.assert_close(shadow[name], value, rtol=1e-6, atol=1e-7)
+
+
+def test_divergence_monitor_watches_every_step_without_reading_any_back():
+    # issue 14: a device-side flag, read only where the caller checks it (log steps, checkpoint writes)
+    from syncs import CountHostSyncs
+
+    from score_sde.train import DivergenceMonitor, TrainingDiverged
+
+    losses = [torch.tensor(value) for value in (3.0, 2.5, float("nan"), 1.0, float("inf"))]
+    monitor = DivergenceMonitor(step=100, device="cpu")
+    with CountHostSyncs() as counter:
+        for loss in losses:
+            monitor.observe(loss)
+    assert counter.count == 0 and counter.uploads == []
+    with pytest.raises(TrainingDiverged, match=r"not finite at step 103 \(last finite loss 2.5 at step 102"):
+        monitor.check()  # a finite loss after the NaN (step 104) does not hide it
+
+
+def test_divergence_monitor_checks_what_a_checkpoint_would_hold():
+    from score_sde.train import DivergenceMonitor, TrainingDiverged
+
+    state = build(0)
+    monitor = DivergenceMonitor(step=0, device="cpu")
+    monitor.observe(torch.tensor(1.0))
+    monitor.check(state)  # all finite: no error
+    with torch.no_grad():
+        next(state.model.parameters())[0] = float("inf")
+    with pytest.raises(TrainingDiverged, match="weights are not finite"):
+        monitor.check(state)
