@@ -673,9 +673,16 @@ def evaluate(config, workdir, checkpoint=None):
                                                                        judge)
             if distributed.is_main():
                 write_json_atomic(workdir / "eval" / "results.json", all_results)
-    if distributed.is_main():
-        print(json.dumps(all_results, indent=2))
+    if distributed.is_main():  # what produced them is in the files; the printout keeps to the numbers
+        print(json.dumps(_numbers_only(all_results), indent=2))
     return all_results
+
+
+def _numbers_only(results):
+    """results without their 'produced_by' records, at any depth."""
+    if not isinstance(results, dict):
+        return results
+    return {key: _numbers_only(value) for key, value in results.items() if key != "produced_by"}
 
 
 def prepare_evaluation(config, workdir):
