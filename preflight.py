@@ -14,11 +14,14 @@ import tempfile
 from pathlib import Path
 
 from score_sde import acceleration, data
+from score_sde.losses import WEIGHTINGS
+from score_sde.models.score_fn import PRECONDITIONINGS
 from score_sde.sampling.correctors import CORRECTORS
 from score_sde.sampling.predictors import PREDICTORS
 from score_sde.sampling.schedules import SCHEDULES
 from score_sde.sampling.solvers import SOLVERS
 from score_sde.sde import SDES
+from score_sde.time_sampling import T_SAMPLINGS
 from score_sde.train import OPTIMIZERS
 
 METHODS = ("pc", "ode", "fast")
@@ -149,12 +152,37 @@ def check_training(config, world_size: int) -> None:
     require(_is_int(o.warmup) and o.warmup >= 0, "optim.warmup", o.warmup, "must be a whole number >= 0")
     require(_is_number(o.grad_clip), "optim.grad_clip", o.grad_clip,
             "must be a finite number (< 0: no clipping)")
+    check_objective(config)
     ema_rate = config.model.get("ema_rate")
     require(_is_number(ema_rate) and 0 <= ema_rate <= 1, "model.ema_rate", ema_rate, "must lie in [0, 1]")
     with knobs("config.training.precision"):
         acceleration.check_precision(config.training.precision)
     with knobs("config.training.compile"):
         acceleration.check_compile_mode(config.training.compile)
+
+
+def check_objective(config) -> None:
+    """The training objective's density, weighting and preconditioning (docs/training.md)."""
+    t, m = config.training, config.model  # a config written for the original lacks these: their defaults
+    t_sampling, weighting = t.get("t_sampling", "uniform"), t.get("weighting")
+    mean, std = t.get("lognormal_mean", -1.2), t.get("lognormal_std", 1.2)
+    preconditioning, sigma_data = m.get("preconditioning", "none"), m.get("sigma_data", 0.5)
+    require(t_sampling in T_SAMPLINGS, "training.t_sampling", t_sampling,
+            f"expected one of {sorted(T_SAMPLINGS)}")
+    require(weighting is None or weighting in WEIGHTINGS, "training.weighting", weighting,
+            f"expected one of {list(WEIGHTINGS)}, or unset")
+    require(not (t.likelihood_weighting and weighting not in (None, "likelihood")), "training.weighting",
+            weighting, "contradicts training.likelihood_weighting=True")
+    require(_is_number(std) and std > 0, "training.lognormal_std", std, "must be a finite number > 0")
+    require(_is_number(mean), "training.lognormal_mean", mean, "must be finite")
+    require(preconditioning in PRECONDITIONINGS, "model.preconditioning", preconditioning,
+            f"expected one of {list(PRECONDITIONINGS)}")
+    require(_is_number(sigma_data) and sigma_data > 0, "model.sigma_data", sigma_data,
+            "must be a finite number > 0")
+    if not t.continuous:
+        require(t_sampling == "uniform" and weighting in (None, "score_matching")
+                and preconditioning == "none", "training.continuous", t.continuous,
+                "the discrete SMLD / DDPM losses take no t_sampling, weighting or preconditioning")
 
 
 def check_sampling(config) -> None:

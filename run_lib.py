@@ -83,9 +83,20 @@ def build_state(config, parallel=False):
 
 
 def loss_kwargs(config, train):
-    t = config.training
+    t, m = config.training, config.model
     return dict(continuous=t.continuous, reduce_mean=t.reduce_mean,
-                likelihood_weighting=t.likelihood_weighting, train=train, shard=distributed.shard())
+                likelihood_weighting=t.likelihood_weighting, train=train, shard=distributed.shard(),
+                preconditioning=m.get("preconditioning", "none"), t_sampling=t.get("t_sampling", "uniform"),
+                weighting=t.get("weighting"), lognormal_mean=t.get("lognormal_mean", -1.2),
+                lognormal_std=t.get("lognormal_std", 1.2), sigma_data=m.get("sigma_data", 0.5))
+
+
+def model_score_fn(config, sde, model):
+    """The network (eval mode) as a score function, by the config's conventions (continuous time and
+    preconditioning)."""
+    m = config.model  # a config file written for the original lacks our two knobs: their defaults then
+    return get_score_fn(sde, model, continuous=config.training.continuous, train=False,
+                        preconditioning=m.get("preconditioning", "none"), sigma_data=m.get("sigma_data", 0.5))
 
 
 def sampler_kwargs(config):
@@ -114,7 +125,7 @@ def sample_shape(config, batch_size):
 
 def draw_samples(config, sde, eps, model, batch_size, generator, progress=True):
     """Samples in data space (inverse scaler applied) from the model's score, by the configured sampler."""
-    score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
+    score_fn = model_score_fn(config, sde, model)
     kwargs = sampler_kwargs(config)  # checks the method's name
     sampler = SAMPLERS[config.sampling.method]  # every sampler runs under no_grad itself
     x, nfe = sampler(sde, score_fn, sample_shape(config, batch_size), eps=eps, generator=generator,
@@ -142,7 +153,7 @@ def require_finite(values, what):
 def check_network(config, sde, model):
     """One forward of a one-item batch: config.data (image_size, num_channels, dim) against the network."""
     shape = sample_shape(config, 1)
-    score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
+    score_fn = model_score_fn(config, sde, model)
     x = torch.zeros(shape, device=device())
     try:
         with torch.no_grad():
@@ -177,7 +188,7 @@ def dry_run_sampler(config, sde, eps, model):
     sampling.compile says), so that a setting which would fail at the first snapshot fails now."""
     s = config.sampling
     one_step = {"pc": s.n_steps_each + 1, "ode": 7, "fast": 2}[s.method]  # evaluations in a first step
-    score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
+    score_fn = model_score_fn(config, sde, model)
     kwargs = {key: value for key, value in sampler_kwargs(config).items() if key != "compile_mode"}
     try:
         with preflight.knobs(f"config.sampling (method {s.method!r})"):
@@ -190,7 +201,7 @@ def dry_run_sampler(config, sde, eps, model):
 
 def dry_run_likelihood(config, sde, model):
     """One drift-and-divergence evaluation of the likelihood's ODE, at eval.bpd_precision, on two items."""
-    score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
+    score_fn = model_score_fn(config, sde, model)
     drift_fn = probability_flow_drift(sde, score_fn)
     x = torch.zeros(sample_shape(config, 2), device=device())
     with acceleration.autocast(device(), config.eval.bpd_precision):
@@ -552,7 +563,8 @@ def sampler_settings(config, eps):
     m, name = config.model, str(config.training.sde).lower()
     knobs = ("sigma_min", "sigma_max") if name == "vesde" else ("beta_min", "beta_max")
     return dict(sde=name, num_scales=m.num_scales, continuous=config.training.continuous,
-                **{knob: m[knob] for knob in knobs}, method=config.sampling.method, eps=eps, seed=config.seed,
+                **{knob: m[knob] for knob in knobs}, preconditioning=m.get("preconditioning", "none"),
+                sigma_data=m.get("sigma_data", 0.5), method=config.sampling.method, eps=eps, seed=config.seed,
                 **sampler_kwargs(config))
 
 
@@ -584,7 +596,7 @@ def likelihood(config, workdir, checkpoint=None):
     batches = _likelihood_batches(config)  # opens the data now
     preflight.check_workdir_writable(workdir)
     acceleration.compile_in_place(model, e.bpd_compile)
-    score_fn = get_score_fn(sde, model, continuous=config.training.continuous, train=False)
+    score_fn = model_score_fn(config, sde, model)
     toy = config.data.dataset in data.TOYS
     points, values, gen = [], [], rank_generator(config)  # one stream: each batch draws its own probes
     for batch in tqdm(batches, desc="likelihood", unit="batch", disable=not distributed.is_main()):

@@ -19,6 +19,14 @@ def get_default_configs() -> ml_collections.ConfigDict:
     training.continuous = True
     training.reduce_mean = False
     training.sde = None  # 'vpsde', 'subvpsde' or 'vesde': every experiment names its SDE
+    # Ours (docs/training.md): the density of the training time t ('uniform', 'lognormal': EDM's
+    # ln σ ~ N(lognormal_mean, lognormal_std²), 'importance': ∝ g²/s² for the likelihood weighting) and the
+    # objective's weighting ('score_matching', 'likelihood', 'edm'; unset: 'likelihood' if
+    # likelihood_weighting, else 'score_matching'). The density changes the variance, not the objective.
+    training.t_sampling = "uniform"
+    training.weighting = ml_collections.config_dict.placeholder(str)
+    training.lognormal_mean = -1.2
+    training.lognormal_std = 1.2
     # Ours (docs/performance.md): 'fp32', or 'bf16' autocast with float32 weights and optimizer state; and
     # a torch.compile mode for the network ('default', 'reduce-overhead', 'max-autotune'; unset: eager).
     training.precision = "fp32"
@@ -89,6 +97,11 @@ def get_default_configs() -> ml_collections.ConfigDict:
     # Ours: keep 4-D weights (and so activations) in channels_last memory format, often faster for
     # convolutions under bf16 on a GPU (docs/performance.md); the same outputs.
     model.channels_last = False
+    # Ours: 'none' (the original's network conventions; its checkpoints) or 'edm' (the network as the F of
+    # EDM's preconditioned denoiser, continuous time only), with the data's std sigma_data (also EDM's
+    # loss weight).
+    model.preconditioning = "none"
+    model.sigma_data = 0.5
     model.sigma_min = 0.01
     model.sigma_max = 50.  # floats: a command-line override may then be fractional
     model.num_scales = 1000

@@ -2,11 +2,20 @@
 
 Conventions of the original code: per-sample squared errors reduced by a mean over dimensions
 (reduce_mean=True) or half their sum (reduce_mean=False), then averaged over the batch.
+
+The continuous objective with weighting w is J_w = 1/(T − eps) ∫_eps^T w(t) ℓ(t) dt, where ℓ(t) is the
+expected reduced ‖score(x_t, t) + z/s(t)‖² (docs/training.md). With t drawn from a density p (time_sampling),
+each sample's loss is w(t)·ℓ̂ / ((T − eps)·p(t)): an unbiased estimate of J_w for every density, which only
+changes the variance. Uniform t with the score-matching or likelihood weighting is the original's estimator.
 """
 import torch
 
 from score_sde.distributed import ONE_PROCESS
+from score_sde.registry import lookup
 from score_sde.sde import VESDE, VPSDE, expand_to
+from score_sde.time_sampling import lognormal_time, time_density
+
+WEIGHTINGS = ("score_matching", "likelihood", "edm")
 
 
 def _global_noise(batch, generator, shard):
@@ -34,6 +43,34 @@ def dsm_losses(sde, score_fn, x, t, z, reduce_mean=False, likelihood_weighting=F
     return _reduce((score + z / expand_to(std, x)) ** 2, reduce_mean) * g2
 
 
+def weighted_dsm_losses(sde, score_fn, x, t, z, weight, reduce_mean=False):
+    """Per-sample weight·‖score + z/s‖² [B] (reduced as the original), for times t [B], noise z like x and
+    per-sample weights [B]: the general form of dsm_losses, where the weight holds w(t) / p(t)."""
+    mean, std = sde.marginal_prob(x, t)
+    score = score_fn(mean + expand_to(std, x) * z, t)
+    return _reduce((score + z / expand_to(std, x)) ** 2, reduce_mean) * weight
+
+
+def loss_weight(sde, t, weighting, eps=1e-5, sigma_data=0.5, edm_density=None):
+    """w(t) [B] of the objective J_w, on the scale of ‖score + z/s‖²:
+
+    - "score_matching": s(t)² (Song et al. 2021, the original's default);
+    - "likelihood": g(t)², which makes J_w a bound on the negative log-likelihood (Song et al. 2021b);
+    - "edm": EDM's objective E_{ln σ ~ N(P_mean, P_std²)} [λ(σ)‖D − x₀‖²] with λ(σ) = (σ² + σ_d²)/(σ·σ_d)²
+      (Karras et al. 2022, eq. 8 and Table 1) written over t: ‖D − x₀‖² = σ²s²‖score + z/s‖² with σ = s/m,
+      so w(t) = (T − eps)·p_LN(t)·s²(σ² + σ_d²)/σ_d², p_LN being `edm_density`. Drawn with t ~ p_LN, the
+      per-sample loss is EDM's own.
+    """
+    lookup(dict.fromkeys(WEIGHTINGS), weighting, "weighting")
+    m, s = sde.marginal_coefficients(t)
+    if weighting == "score_matching":
+        return s**2
+    if weighting == "likelihood":
+        return sde.sde(torch.zeros_like(t)[:, None], t)[1] ** 2
+    sigma2 = (s / m) ** 2
+    return (sde.T - eps) * edm_density.pdf(t) * s**2 * (sigma2 + sigma_data**2) / sigma_data**2
+
+
 def smld_losses(sde, model_fn, x, labels, z, reduce_mean=False):
     """Per-sample NCSN loss [B] (Song & Ermon 2019, eq. 5): σ²·‖model(x + σz, i) + z/σ‖², with labels i
     indexing the noise levels from the largest (0) to the smallest (N − 1), as NCSN does."""
@@ -50,28 +87,47 @@ def ddpm_losses(sde, model_fn, x, labels, z, reduce_mean=False):
     return _reduce((model_fn(perturbed, labels) - z) ** 2, reduce_mean)
 
 
-def get_loss_fn(sde, continuous=True, reduce_mean=False, likelihood_weighting=False, eps=1e-5):
+def get_loss_fn(sde, continuous=True, reduce_mean=False, likelihood_weighting=False, eps=1e-5,
+                t_sampling="uniform", weighting=None, lognormal_mean=-1.2, lognormal_std=1.2, sigma_data=0.5):
     """The training loss as a function loss_fn(fn, batch, generator=None, shard=ONE_PROCESS) -> scalar.
 
-    Continuous: fn is a score function (x, t) and t ~ U(eps, T). Discrete: fn is the network (x, labels)
-    with integer noise-level labels ~ U{0, ..., N − 1}: the SMLD loss for a VESDE (fn returns the score), the
-    DDPM loss for a VPSDE (fn predicts the noise). Other SDEs have no discrete loss.
+    Continuous: fn is a score function (x, t) and t is drawn from the `t_sampling` density (time_sampling:
+    "uniform", "lognormal" with EDM's lognormal_mean / lognormal_std, "importance"); the loss estimates the
+    objective of `weighting` (loss_weight: "score_matching", "likelihood", "edm" with sigma_data; None takes
+    "likelihood" if likelihood_weighting, the original's knob, else "score_matching"). Discrete: fn is the
+    network (x, labels) with integer noise-level labels ~ U{0, ..., N − 1}: the SMLD loss for a VESDE (fn
+    returns the score), the DDPM loss for a VPSDE (fn predicts the noise). Other SDEs have no discrete loss.
 
     Under several processes, batch is this rank's shard of a global batch (score_sde.distributed): the times
     and noise are drawn for the global batch and sharded alike, so the ranks together draw what one process
     with the global batch draws.
     """
+    if weighting is None:
+        weighting = "likelihood" if likelihood_weighting else "score_matching"
+    elif likelihood_weighting and weighting != "likelihood":
+        raise ValueError(f"likelihood_weighting=True contradicts weighting={weighting!r}")
+    lookup(dict.fromkeys(WEIGHTINGS), weighting, "weighting")
     if continuous:
+        density = time_density(sde, t_sampling, eps, lognormal_mean=lognormal_mean,
+                               lognormal_std=lognormal_std)
+        edm_density = lognormal_time(sde, eps, lognormal_mean, lognormal_std) if weighting == "edm" else None
+        original = t_sampling == "uniform" and weighting != "edm"  # the original's estimator, bit for bit
+
         def loss_fn(score_fn, batch, generator=None, shard=ONE_PROCESS):
             n = shard.global_size(batch.shape[0])
-            t = eps + (sde.T - eps) * shard.of(torch.rand(n, generator=generator, device=batch.device,
-                                                          dtype=batch.dtype))
+            t = shard.of(density.sample(n, generator, batch.device, batch.dtype))
             z = _global_noise(batch, generator, shard)
-            return dsm_losses(sde, score_fn, batch, t, z, reduce_mean, likelihood_weighting).mean()
+            if original:
+                return dsm_losses(sde, score_fn, batch, t, z, reduce_mean, weighting == "likelihood").mean()
+            weight = loss_weight(sde, t, weighting, eps, sigma_data, edm_density) / ((sde.T - eps) *
+                                                                                      density.pdf(t))
+            return weighted_dsm_losses(sde, score_fn, batch, t, z, weight, reduce_mean).mean()
 
         return loss_fn
-    if likelihood_weighting:
-        raise ValueError("likelihood_weighting applies to continuous training only")
+    if weighting != "score_matching" or t_sampling != "uniform":
+        raise ValueError(f"weighting={weighting!r} and t_sampling={t_sampling!r} apply to continuous "
+                         "training only (the discrete losses weight and draw their levels as SMLD and DDPM "
+                         "do)")
     if isinstance(sde, VESDE):
         discrete_losses = smld_losses
     elif isinstance(sde, VPSDE):

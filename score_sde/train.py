@@ -238,7 +238,7 @@ def check_train_state(state: TrainState, state_dict, with_rng: bool = True) -> N
 
 def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
               likelihood_weighting: bool = False, eps: float = 1e-5, train: bool = True,
-              shard: Shard = ONE_PROCESS):
+              shard: Shard = ONE_PROCESS, preconditioning: str = "none", **objective):
     """The training objective as loss_fn(state, batch, generator=None) -> scalar, as the original's
     get_step_fn builds it: `get_loss_fn` applied to the network as a score function (continuous; see
     get_score_fn) or as the raw network (x, integer labels) of the discrete SMLD / DDPM losses.
@@ -250,13 +250,17 @@ def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
         train: run the network in train mode (dropout on), through state.ddp when there is one; evaluation
             uses train=False and the plain model.
         shard: which items of the global batch this process's batches are (score_sde.distributed).
+        preconditioning: `config.model.preconditioning` (get_score_fn); its sigma_data is objective's.
+        objective: t_sampling, weighting, lognormal_mean, lognormal_std, sigma_data for get_loss_fn.
     """
-    objective_fn = get_loss_fn(sde, continuous, reduce_mean, likelihood_weighting, eps)
+    objective_fn = get_loss_fn(sde, continuous, reduce_mean, likelihood_weighting, eps, **objective)
+    sigma_data = objective.get("sigma_data", 0.5)
 
     def loss_fn(state, batch, generator=None):
         network = state.ddp if train and state.ddp is not None else state.model
         if continuous:
-            network_fn = get_score_fn(sde, network, continuous=True, train=train)
+            network_fn = get_score_fn(sde, network, continuous=True, train=train,
+                                      preconditioning=preconditioning, sigma_data=sigma_data)
         else:
             network_fn = get_model_fn(network, train=train)
         return objective_fn(network_fn, batch, generator, shard)

@@ -67,7 +67,11 @@ def noise_std(sde: SDE, t: torch.Tensor, continuous: bool = True) -> torch.Tenso
     return torch.sqrt(1.0 - sde.alphas_cumprod_on(t.device)[index]).to(t.dtype)
 
 
-def get_score_fn(sde: SDE, model: nn.Module, continuous: bool = True, train: bool = False):
+PRECONDITIONINGS = ("none", "edm")
+
+
+def get_score_fn(sde: SDE, model: nn.Module, continuous: bool = True, train: bool = False,
+                 preconditioning: str = "none", sigma_data: float = 0.5):
     """The network as a score function score_fn(x [B, ...], t [B]) -> ∇ₓ log p_t(x), like x.
 
     Args:
@@ -76,13 +80,23 @@ def get_score_fn(sde: SDE, model: nn.Module, continuous: bool = True, train: boo
         continuous: the network was trained with continuous time (True) or on the discrete DDPM / SMLD
             noise levels (False).
         train: run the network in train mode (dropout on) rather than eval mode.
+        preconditioning: "none", the original's conventions (table above); or "edm", the network as the F
+            of EDM's denoiser (edm_score_fn), continuous time only.
+        sigma_data: the data's standard deviation assumed by "edm".
 
     Returns:
         score_fn. Its output has x's dtype: networks that divide by the float64 `sigmas` buffer return
         float64 for float32 input, which the original passed on to its samplers.
     """
-    predicts_noise = _predicts_noise(sde)
     model_fn = get_model_fn(model, train=train)
+    if preconditioning == "edm":
+        if not continuous:
+            raise ValueError("preconditioning 'edm' is for continuous-time training (training.continuous)")
+        return edm_score_fn(sde, model_fn, sigma_data)
+    if preconditioning != "none":
+        raise ValueError(f"unknown preconditioning {preconditioning!r}; expected one of "
+                         f"{list(PRECONDITIONINGS)}")
+    predicts_noise = _predicts_noise(sde)
 
     def score_fn(x, t):
         check_time(x, t, sde.T)
@@ -90,5 +104,28 @@ def get_score_fn(sde: SDE, model: nn.Module, continuous: bool = True, train: boo
         if predicts_noise:
             output = -output / expand_to(noise_std(sde, t, continuous), output)
         return output.to(x.dtype)
+
+    return score_fn
+
+
+def edm_score_fn(sde: SDE, model_fn, sigma_data: float = 0.5):
+    """The score of EDM's preconditioned denoiser (Karras et al. 2022, Table 1, eq. 7), for any SDE.
+
+    With x = m·(x₀ + σ·z), σ = s/m, the denoiser works on x̂ = x/m: D(x̂; σ) = c_skip·x̂ + c_out·F(c_in·x̂,
+    c_noise), with c_skip = σ_d²/(σ² + σ_d²), c_out = σ·σ_d/√(σ² + σ_d²), c_in = 1/√(σ² + σ_d²). Tweedie's
+    formula D = (x + s²·score)/m gives the score (m·D − x)/s², so the samplers and the likelihood are
+    unchanged. c_noise is the network's own continuous label (999·t for VP and sub-VP, σ for VE) rather than
+    EDM's ln(σ)/4: each family's time embedding then sees the range it was built for.
+    """
+    def score_fn(x, t):
+        check_time(x, t, sde.T)
+        m, s = sde.marginal_coefficients(t)
+        sigma = s / m
+        total = sigma**2 + sigma_data**2
+        x_hat = x / expand_to(m, x)
+        output = model_fn(x_hat * expand_to(total.rsqrt(), x), noise_labels(sde, t, continuous=True))
+        denoised = (expand_to(sigma_data**2 / total, x) * x_hat
+                    + expand_to(sigma * sigma_data * total.rsqrt(), x) * output)
+        return ((expand_to(m, x) * denoised - x) / expand_to(s**2, x)).to(x.dtype)
 
     return score_fn
