@@ -230,8 +230,10 @@ def check_eval(config, world_size: int) -> None:
             "must be a finite number of seconds >= 0 (0: fail at once when a checkpoint is missing)")
     if e.enable_loss:
         require_divisible(config, "eval.batch_size", world_size)
-    if e.enable_bpd:
+    if e.enable_bpd or e.get("enable_bound"):
         check_likelihood(config)
+    if e.get("enable_bound"):
+        require_count(config, "eval.bound_num_times")
     if e.enable_sampling:
         require_divisible(config, "eval.batch_size", world_size)
         require_count(config, "eval.num_samples")

@@ -27,6 +27,7 @@ import preflight
 from preflight import ConfigError
 from score_sde import acceleration, data, distributed, evaluation
 from score_sde import train as training
+from score_sde.bound import dsm_bound
 from score_sde.features import InceptionFeatures, MNISTFeatures, data_to_uint8, inception_weights
 from score_sde.files import atomic_write, exclusive_lock, save_npz_atomic, write_json_atomic
 from score_sde.likelihood import bits_per_dim, drift_and_divergence, log_likelihood
@@ -713,7 +714,8 @@ def prepare_evaluation(config, workdir):
         check_data(config, ("test",))
     if e.enable_bpd:
         dry_run_likelihood(config, sde, state.model)
-        _likelihood_batches(config)
+    if e.enable_bpd or e.get("enable_bound"):
+        _likelihood_batches(config)  # opens the data
     if not e.enable_sampling:
         return None
     dry_run_sampler(config, sde, eps, state.model)
@@ -769,6 +771,8 @@ def _evaluate_checkpoint(config, workdir, number, path, folder, judge):
     identity = checkpoint_identity(path, state.step)
     parts = [("test_loss", config.eval.enable_loss, lambda: _test_loss(config, state)),
              ("likelihood", config.eval.enable_bpd, lambda: likelihood(config, workdir, path)),
+             ("bound", config.eval.get("enable_bound", False),
+              lambda: _bound(config, inference_model(state))),
              ("samples", config.eval.enable_sampling,
               lambda: _sample_quality(config, number, inference_model(state), identity, folder, judge))]
     for name, enabled, compute in parts:
@@ -799,6 +803,8 @@ def _part_settings(config, name):
                     dataset=config.data.dataset)
     if name == "likelihood":
         return likelihood_settings(config)
+    if name == "bound":
+        return dict(likelihood_settings(config), num_times=e.bound_num_times)
     _, eps = build_sde(config)
     return dict(_round_settings(config, eps), num_samples=e.num_samples)
 
@@ -842,6 +848,22 @@ def _sample_quality(config, number, model, identity, folder, judge):
     image_grid_png(folder / "samples.png", torch.from_numpy(rounds["samples"][:64]).float() / 255)
     quality = evaluation.sample_quality(rounds["features"], rounds["probabilities"], judge[1])
     return dict(quality, nfe=int(rounds["nfe"].max()))
+
+
+def _bound(config, model):
+    """The DSM bound (score_sde/bound.py) over the items bits/dim uses: bits/dim for images (a bound on the
+    dequantized data's, as the PF-ODE's), nats for toys (a bound on −log p); mean ± standard error."""
+    sde, _ = build_sde(config)
+    score_fn = model_score_fn(config, sde, model)
+    toy, values, gen = config.data.dataset in data.TOYS, [], rank_generator(config)
+    for batch in tqdm(_likelihood_batches(config), desc="bound", unit="batch",
+                      disable=not distributed.is_main()):
+        nats = dsm_bound(sde, score_fn, batch, eps=1e-5, num_times=config.eval.bound_num_times, generator=gen)
+        values.append(nats if toy else bits_per_dim(-nats, batch.shape, centered=config.data.centered))
+    values = torch.cat(distributed.gather(torch.cat(values).double().cpu()))
+    require_finite(values, "bound values")
+    return dict(unit="nats" if toy else "bits/dim", count=len(values), mean=values.mean().item(),
+                stderr=values.std().item() / math.sqrt(len(values)))
 
 
 def _round_arrays(samples, feature_fn):

@@ -66,6 +66,10 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.bpd_num_items = ml_collections.config_dict.placeholder(int)
     # Ours: the likelihood's precision ('fp32', 'tf32', 'bf16') and a torch.compile mode for its network
     # (unset: eager); docs/performance.md says what each costs in bits/dim.
+    # Ours: the DSM bound on bits/dim (score_sde/bound.py, docs/training.md), over the same items as bits/dim,
+    # without an ODE solve; bound_num_times draws of t per item.
+    evaluate.enable_bound = False
+    evaluate.bound_num_times = 1
     evaluate.bpd_precision = "fp32"
     evaluate.bpd_compile = ml_collections.config_dict.placeholder(str)
     # Ours: sample quality (docs/evaluation.md). The feature network ('inception': the FID Inception; 'mnist':

@@ -68,7 +68,7 @@ OURS = {"data.root", "data.download", "data.num_workers", "eval.bpd_num_items", 
         "eval.stats_features", "training.precision", "training.compile", "sampling.compile",
         "model.channels_last", "eval.bpd_precision", "eval.bpd_compile", "eval.wait_s", "training.t_sampling",
         "training.weighting", "training.lognormal_mean", "training.lognormal_std", "model.preconditioning",
-        "model.sigma_data"}
+        "model.sigma_data", "eval.enable_bound", "eval.bound_num_times"}
 EXTRA = {
     # The original's FFHQ-1024 file is standalone and omits these; ours inherits them from the CelebA-HQ
     # config (the beta knobs serve VP SDEs only, the eval ones are the original's LSUN defaults).
