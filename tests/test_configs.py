@@ -18,7 +18,7 @@ NAMES = [
     "ve_celebahq_256_ncsnpp_continuous", "ve_ffhq_256_ncsnpp_continuous", "ve_ffhq_ncsnpp_continuous",
     "ve_bedroom_ncsnpp_continuous", "ve_church_ncsnpp_continuous",
     "vp_mnist_ddpmpp_continuous", "ve_mnist_ncsnpp_continuous", "vp_mnist_mlp",
-    "vp_toy", "subvp_toy", "ve_toy",
+    "vp_toy", "subvp_toy", "ve_toy", "vp_cifar10_edm",
 ]
 
 # Our config -> the original's, as the manifest of full-size reference models holds it.
@@ -136,7 +136,7 @@ def test_config_loads_with_plain_values_and_known_names(name):
         assert all(type(v) in (str, int, float, bool, type(None)) for v in values), (key, value)
     assert as_json(config) == {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
     assert config.training.sde in ("vpsde", "subvpsde", "vesde")
-    assert config.sampling.method == "pc"
+    assert config.sampling.method in ("pc", "fast")  # fast: vp_cifar10_edm, our own experiment
     assert config.sampling.predictor in PREDICTORS and config.sampling.corrector in CORRECTORS
     assert "device" not in config
     assert all(isinstance(flat[key], float) for key in WIDENED)
