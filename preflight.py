@@ -281,7 +281,8 @@ def check_workdir_writable(workdir: Path) -> None:
 # Knobs that change what the checkpoints are of: the model, the SDE, the loss or the data. A restart may not
 # change them silently (--allow_config_change). Run length, frequencies, sampling and evaluation may change.
 PROTECTED = ("model.", "data.", "training.sde", "training.continuous", "training.reduce_mean",
-             "training.likelihood_weighting", "training.batch_size", "seed")
+             "training.likelihood_weighting", "training.weighting", "training.lognormal_mean",
+             "training.lognormal_std", "training.batch_size", "seed")  # not t_sampling: it moves no objective
 UNPROTECTED = ("model.channels_last", "data.root", "data.download", "data.num_workers")
 
 

@@ -13,13 +13,17 @@ are held out: the reference statistics, and the classifier's judge. Steps, all t
    network (the ceiling), and the FID of as many held-out-free training images (the floor).
 
 Reported per row: MNIST-FID and KID against the held-out 5,000, IS (10 splits), the histogram of predicted
-digits, NFE per sample and wall time; a PNG grid of 64 samples per sampler under the workdir.
+digits, NFE per sample and wall time; a PNG grid of 64 samples per sampler under the workdir. Per config
+also: the learning curve (MNIST-FID of the default fast solver at 20 NFE at a third, two thirds and all of
+the budget) and held-out bits/dim, by the probability-flow ODE and by the DSM bound (docs/training.md),
+over the first --bpd-items held-out images.
 
 Run:
-    .venv/bin/python benchmarks/mnist_quality.py            # 20 minutes of training, then sampling
+    .venv/bin/python benchmarks/mnist_quality.py            # 30 minutes of training, then sampling
+    .venv/bin/python benchmarks/mnist_quality.py --config vp_mnist_mlp --compare OTHER   # two, side by side
     .venv/bin/python benchmarks/mnist_quality.py --quick    # 1 minute, 100 samples, N = 100: a smoke run
-Options: --minutes, --samples, --config, --workdir (default runs/bench_mnist), --mnist (default
-../shared/data/mnist), --out (default benchmarks/results/mnist_quality.json).
+Options: --minutes, --samples, --config, --compare, --bpd-items, --workdir (default runs/bench_mnist),
+--mnist (default ../shared/data/mnist), --out (default benchmarks/results/mnist_quality.json).
 """
 import argparse
 import datetime
@@ -89,21 +93,26 @@ def main_py(mode, config, workdir, overrides, quiet=True):
     return result
 
 
-def train_for(config, workdir, overrides, minutes):
-    """main.py --mode train, stopped after `minutes`; returns the resume point and the steps it holds."""
+def train_for(config, workdir, overrides, minutes, marks=(1 / 3, 2 / 3)):
+    """main.py --mode train, stopped after `minutes`; returns [(minutes, resume point, steps)] at each mark
+    (a fraction of the budget: the resume point then, copied aside) and at the end."""
     args = [sys.executable, str(ROOT / "main.py"), "--mode=train", f"--config={config}",
             f"--workdir={workdir}", "--config.training.n_iters=100000000", *overrides]
     process = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, WANDB_MODE="disabled"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60 * minutes
-    while process.poll() is None and time.monotonic() < deadline:
-        time.sleep(1)
+    start, resume_point, points = time.monotonic(), Path(workdir) / "checkpoints-meta" / "checkpoint.pth", []
+    for fraction in (*marks, 1.0):
+        while process.poll() is None and time.monotonic() < start + 60 * minutes * fraction:
+            time.sleep(1)
+        if not resume_point.is_file():
+            raise RuntimeError(f"training wrote no resume point in {minutes * fraction:g} minutes")
+        kept = resume_point.with_name(f"at_{fraction:.2f}.pth")
+        shutil.copy(resume_point, kept)
+        steps = torch.load(kept, map_location="cpu", weights_only=True)["step"]
+        points.append((minutes * fraction, kept, steps))
     process.send_signal(signal.SIGKILL)  # as a pre-empted job: the resume point on disk is what counts
     process.wait()
-    checkpoint = Path(workdir) / "checkpoints-meta" / "checkpoint.pth"
-    if not checkpoint.is_file():
-        raise RuntimeError(f"training wrote no resume point in {minutes} minutes")
-    return checkpoint, torch.load(checkpoint, map_location="cpu", weights_only=True)["step"]
+    return points
 
 
 def evaluate(config, checkpoint, folder, common, extra):
@@ -115,6 +124,18 @@ def evaluate(config, checkpoint, folder, common, extra):
     samples = next(iter(results.values()))["samples"]
     shutil.copy(next((folder / "eval").glob("ckpt_*/samples.png")), folder.parent / f"{folder.name}.png")
     return dict(samples, seconds=seconds)
+
+
+def held_out_bits_per_dim(config, checkpoint, folder, common, items):
+    """Bits/dim of the first `items` held-out images by the probability-flow ODE and by the DSM bound."""
+    shutil.rmtree(folder, ignore_errors=True)
+    main_py("eval", config, folder, [*common, "--config.eval.enable_sampling=False",
+                                     "--config.eval.enable_bpd=True", "--config.eval.enable_bound=True",
+                                     "--config.eval.bpd_dataset=test", f"--config.eval.bpd_num_items={items}",
+                                     "--config.eval.bound_num_times=4", f"--checkpoint={checkpoint}"])
+    results = next(iter(json.loads((folder / "eval" / "results.json").read_text()).values()))
+    return {name: {key: results[name][key] for key in ("mean", "stderr", "count")}
+            for name in ("likelihood", "bound")}
 
 
 def data_floor(pixels, classifier, reference, num, seed=0):
@@ -137,19 +158,66 @@ def print_row(name, row):
           f"{row['nfe']:>5} {row['seconds']:>7.0f}  {digits}", flush=True)
 
 
+def benchmark_config(args, config, work, common, floor):
+    """Train `config` for the budget and judge it: {'rows', 'curve', 'bits_per_dim', 'steps'}."""
+    print(f"{'sampler':<22} {'MNIST-FID':>8} {'KID':>9} {'IS':>5} {'NFE':>5} {'seconds':>7}  "
+          f"predicted digits 0-9   [{config}]")
+    rows = {"data (floor)": floor}
+    print_row("data (floor)", floor)
+    default = samplers(args.quick)[3]  # adams_pc at 20 NFE, our default fast solver
+    ceiling = untrained_checkpoint(config, work / "untrained.pth")
+    rows["untrained (ceiling)"] = evaluate(config, ceiling, work / "untrained", common, default[1])
+    print_row("untrained (ceiling)", rows["untrained (ceiling)"])
+    shutil.rmtree(work / "train", ignore_errors=True)
+    every = 50 if args.quick else 250  # resume points: the model is the last one before the deadline
+    points = train_for(config, work / "train",
+                       [*common, f"--config.training.snapshot_freq_for_preemption={every}",
+                        "--config.training.snapshot_sampling=False"],  # the budget is for training
+                       args.minutes)
+    minutes, checkpoint, steps = points[-1]
+    print(f"trained {steps} steps in {minutes:g} minutes", flush=True)
+    for name, extra in samplers(args.quick):
+        rows[name] = evaluate(config, checkpoint, work / name, common, extra)
+        print_row(name, rows[name])
+    curve = [dict(minutes=m, steps=n, fid=evaluate(config, path, work / f"curve_{m:g}", common,
+                                                   default[1])["fid"]) for m, path, n in points[:-1]]
+    curve.append(dict(minutes=minutes, steps=steps, fid=rows[default[0]]["fid"]))
+    print("learning curve (MNIST-FID, " + default[0] + "): " +
+          ", ".join(f"{c['minutes']:.1f} min {c['steps']} steps {c['fid']:.1f}" for c in curve), flush=True)
+    bits = held_out_bits_per_dim(config, checkpoint, work / "bpd", common, args.bpd_items)
+    print("held-out bits/dim: " + ", ".join(f"{name} {v['mean']:.3f} ± {v['stderr']:.3f} "
+                                            f"({v['count']} images)" for name, v in bits.items()), flush=True)
+    return dict(rows=rows, curve=curve, bits_per_dim=bits, steps=steps)
+
+
+def print_side_by_side(results):
+    """One line per sampler: each config's MNIST-FID and NFE, then the curves and the bits/dim."""
+    names = list(results)
+    print("\n" + f"{'sampler':<22}" + "".join(f" {n[:24]:>24}" for n in names))
+    for row in results[names[0]]["rows"]:
+        cells = [results[n]["rows"][row] for n in names]
+        print(f"{row:<22}" + "".join(f" {c['fid']:>16.2f} ({c['nfe']:>5})" for c in cells))
+    for kind in ("likelihood", "bound"):
+        cells = [results[n]["bits_per_dim"][kind] for n in names]
+        print(f"{'bits/dim ' + kind:<22}" + "".join(f" {c['mean']:>16.3f} ± {c['stderr']:.3f}"
+                                                      for c in cells))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="vp_mnist_mlp")
-    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--compare", default=None, help="a second config, trained after the first")
+    parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--bpd-items", type=int, default=500)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench_mnist")
     parser.add_argument("--mnist", type=Path, default=ROOT.parent / "shared" / "data" / "mnist")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mnist_quality.json")
     args = parser.parse_args()
     if args.quick:
-        args.minutes, args.samples = 1.0, 100
+        args.minutes, args.samples, args.bpd_items = 1.0, 100, 10
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     classifier = work / "mnist_classifier.pth"
@@ -168,30 +236,18 @@ def main():
               "--config.eval.enable_loss=False", "--config.eval.enable_sampling=True"]
     main_py("stats", args.config, work, common)
     reference = dict(np.load(work / "heldout.npz"))
-    rows = {"data (floor)": data_floor(pixels, classifier, reference, args.samples)}
-    print(f"{'sampler':<22} {'MNIST-FID':>8} {'KID':>9} {'IS':>5} {'NFE':>5} {'seconds':>7}  "
-          "predicted digits 0-9")
-    print_row("data (floor)", rows["data (floor)"])
-    ceiling = untrained_checkpoint(args.config, work / "untrained.pth")
-    rows["untrained (ceiling)"] = evaluate(args.config, ceiling, work / "untrained", common,
-                                           samplers(args.quick)[3][1])
-    print_row("untrained (ceiling)", rows["untrained (ceiling)"])
-    shutil.rmtree(work / "train", ignore_errors=True)
-    every = 50 if args.quick else 250  # resume points: the model is the last one before the deadline
-    checkpoint, steps = train_for(args.config, work / "train",
-                                  [*common, f"--config.training.snapshot_freq_for_preemption={every}",
-                                   "--config.training.snapshot_sampling=False"],  # the budget is for training
-                                  args.minutes)
-    print(f"trained {steps} steps in {args.minutes:g} minutes", flush=True)
-    for name, extra in samplers(args.quick):
-        rows[name] = evaluate(args.config, checkpoint, work / name, common, extra)
-        print_row(name, rows[name])
-    meta = dict(date=datetime.date.today().isoformat(), config=args.config, minutes=args.minutes,
-                steps=steps, samples=args.samples, classifier_accuracy=accuracy, cpus=os.cpu_count(),
-                threads=torch.get_num_threads())
+    floor = data_floor(pixels, classifier, reference, args.samples)
+    results = {}
+    for config in [args.config] + ([args.compare] if args.compare else []):
+        results[config] = benchmark_config(args, config, work / config, common, floor)
+    if len(results) > 1:
+        print_side_by_side(results)
+    meta = dict(date=datetime.date.today().isoformat(), configs=list(results), minutes=args.minutes,
+                samples=args.samples, bpd_items=args.bpd_items, classifier_accuracy=accuracy,
+                cpus=os.cpu_count(), threads=torch.get_num_threads())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
-    print(f"-> {args.out}; sample grids in {work}/<sampler>.png")
+    args.out.write_text(json.dumps(dict(meta=meta, results=results), indent=2))
+    print(f"-> {args.out}; sample grids in {work}/<config>/<sampler>.png")
 
 
 if __name__ == "__main__":
