@@ -161,12 +161,24 @@ def check_training(config, world_size: int) -> None:
         acceleration.check_compile_mode(config.training.compile)
 
 
+# Our objective knobs and their defaults (configs/default.py): a config written for the original lacks them.
+OBJECTIVE_DEFAULTS = {"training.t_sampling": "uniform", "training.weighting": None,
+                      "training.lognormal_mean": -1.2, "training.lognormal_std": 1.2,
+                      "model.preconditioning": "none", "model.sigma_data": 0.5}
+
+
+def objective_knobs(config) -> dict:
+    """{knob name: value} of OBJECTIVE_DEFAULTS's knobs, the defaults where the config lacks them."""
+    return {key.split(".")[1]: config[key.split(".")[0]].get(key.split(".")[1], default)
+            for key, default in OBJECTIVE_DEFAULTS.items()}
+
+
 def check_objective(config) -> None:
     """The training objective's density, weighting and preconditioning (docs/training.md)."""
-    t, m = config.training, config.model  # a config written for the original lacks these: their defaults
-    t_sampling, weighting = t.get("t_sampling", "uniform"), t.get("weighting")
-    mean, std = t.get("lognormal_mean", -1.2), t.get("lognormal_std", 1.2)
-    preconditioning, sigma_data = m.get("preconditioning", "none"), m.get("sigma_data", 0.5)
+    t, o = config.training, objective_knobs(config)
+    t_sampling, weighting = o["t_sampling"], o["weighting"]
+    mean, std = o["lognormal_mean"], o["lognormal_std"]
+    preconditioning, sigma_data = o["preconditioning"], o["sigma_data"]
     require(t_sampling in T_SAMPLINGS, "training.t_sampling", t_sampling,
             f"expected one of {sorted(T_SAMPLINGS)}")
     require(weighting is None or weighting in WEIGHTINGS, "training.weighting", weighting,

@@ -84,20 +84,18 @@ def build_state(config, parallel=False):
 
 
 def loss_kwargs(config, train):
-    t, m = config.training, config.model
+    t = config.training
     return dict(continuous=t.continuous, reduce_mean=t.reduce_mean,
                 likelihood_weighting=t.likelihood_weighting, train=train, shard=distributed.shard(),
-                preconditioning=m.get("preconditioning", "none"), t_sampling=t.get("t_sampling", "uniform"),
-                weighting=t.get("weighting"), lognormal_mean=t.get("lognormal_mean", -1.2),
-                lognormal_std=t.get("lognormal_std", 1.2), sigma_data=m.get("sigma_data", 0.5))
+                **preflight.objective_knobs(config))
 
 
 def model_score_fn(config, sde, model):
     """The network (eval mode) as a score function, by the config's conventions (continuous time and
     preconditioning)."""
-    m = config.model  # a config file written for the original lacks our two knobs: their defaults then
+    o = preflight.objective_knobs(config)
     return get_score_fn(sde, model, continuous=config.training.continuous, train=False,
-                        preconditioning=m.get("preconditioning", "none"), sigma_data=m.get("sigma_data", 0.5))
+                        preconditioning=o["preconditioning"], sigma_data=o["sigma_data"])
 
 
 def sampler_kwargs(config):
@@ -140,9 +138,14 @@ class NonFiniteResult(RuntimeError):
     """Samples, likelihoods or a loss that are NaN or infinite: never written or reported as results."""
 
 
+def count_non_finite(values):
+    """How many of the items values [N, ...] hold a NaN or an infinity (one host read)."""
+    return int((~torch.isfinite(values.reshape(len(values), -1)).all(1)).sum())
+
+
 def require_finite(values, what):
     """NonFiniteResult saying how many of the items values [N, ...] hold a NaN or an infinity."""
-    bad = int((~torch.isfinite(values.reshape(len(values), -1)).all(1)).sum())
+    bad = count_non_finite(values)
     if bad:
         raise NonFiniteResult(f"{bad} of {len(values)} {what} are not finite (NaN or infinite); nothing was "
                               "written: the weights or the sampler's settings diverge")
@@ -464,21 +467,29 @@ def _eval_loss(state, batch, eval_loss_fn, generator, logger):
     logger.scalars(state.step, eval_loss=value)
 
 
-def _checkpoint_due(config, step):
+def _resume_point_due(config, step):
     t = config.training
-    return step % t.snapshot_freq == 0 or step % t.snapshot_freq_for_preemption == 0 or step == t.n_iters
+    return step % t.snapshot_freq_for_preemption == 0 or step == t.n_iters
+
+
+def _snapshot_due(config, step):
+    t = config.training
+    return step % t.snapshot_freq == 0 or step == t.n_iters
+
+
+def _checkpoint_due(config, step):
+    return _resume_point_due(config, step) or _snapshot_due(config, step)
 
 
 def _write_checkpoints(config, workdir, sde, eps, state, logger, resumed_from):
     """The resume point (when due) first, as the original: a run killed while snapshot samples are drawn
     resumes from this step. Then the numbered checkpoint and its samples (when due). Returns the step of
     the latest resume point (None if none yet)."""
-    t = config.training
-    if state.step % t.snapshot_freq_for_preemption == 0 or state.step == t.n_iters:
+    if _resume_point_due(config, state.step):
         if distributed.is_main():
             training.save_checkpoint(meta_checkpoint(workdir), state)
         resumed_from = state.step
-    if state.step % t.snapshot_freq == 0 or state.step == t.n_iters:
+    if _snapshot_due(config, state.step):
         _snapshot(config, workdir, sde, eps, state, logger)
     return resumed_from
 
@@ -494,7 +505,7 @@ def _snapshot(config, workdir, sde, eps, state, logger):
     gen = torch.Generator(device()).manual_seed(config.seed + state.step)
     with state.ema.average_parameters(state.model):
         samples, _ = draw_samples(config, sde, eps, state.model, _snapshot_size(config), gen, progress=False)
-    bad = int((~torch.isfinite(samples.flatten(1)).all(1)).sum())
+    bad = count_non_finite(samples)
     if bad:  # the weights are finite (checked), but their samples are not: worth a word, not a stop
         logging.warning("step %d: %d of %d snapshot samples are not finite", state.step, bad, len(samples))
     path = workdir / "samples" / f"iter_{state.step}.png"
@@ -538,7 +549,7 @@ def sample(config, workdir, checkpoint=None):
     check_network(config, sde, model)
     dry_run_sampler(config, sde, eps, model)
     preflight.check_workdir_writable(workdir)
-    num = config.eval.batch_size // distributed.shard().world_size
+    num = _per_rank(config.eval.batch_size, "eval.batch_size")
     samples, nfe = draw_samples(config, sde, eps, model, num, rank_generator(config),
                                 progress=distributed.is_main())
     samples = torch.cat([part.to(samples.device) for part in distributed.gather(samples.cpu())])
@@ -563,9 +574,10 @@ def sampler_settings(config, eps):
     """What the samples depend on besides the weights: the SDE, the sampler and its knobs, eps, the seed."""
     m, name = config.model, str(config.training.sde).lower()
     knobs = ("sigma_min", "sigma_max") if name == "vesde" else ("beta_min", "beta_max")
+    o = preflight.objective_knobs(config)
     return dict(sde=name, num_scales=m.num_scales, continuous=config.training.continuous,
-                **{knob: m[knob] for knob in knobs}, preconditioning=m.get("preconditioning", "none"),
-                sigma_data=m.get("sigma_data", 0.5), method=config.sampling.method, eps=eps, seed=config.seed,
+                **{knob: m[knob] for knob in knobs}, preconditioning=o["preconditioning"],
+                sigma_data=o["sigma_data"], method=config.sampling.method, eps=eps, seed=config.seed,
                 **sampler_kwargs(config))
 
 
@@ -800,7 +812,7 @@ def _part_settings(config, name):
         t = config.training
         return dict(sde=str(t.sde).lower(), continuous=t.continuous, reduce_mean=t.reduce_mean,
                     likelihood_weighting=t.likelihood_weighting, batch_size=e.batch_size, seed=config.seed,
-                    dataset=config.data.dataset)
+                    dataset=config.data.dataset, **preflight.objective_knobs(config))
     if name == "likelihood":
         return likelihood_settings(config)
     if name == "bound":

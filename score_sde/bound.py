@@ -12,6 +12,7 @@ with the eps truncation and the prior mismatch as the only other gaps.
 """
 import torch
 
+from score_sde.losses import loss_weight
 from score_sde.sde import expand_to, randn_like
 from score_sde.time_sampling import importance_time
 
@@ -34,7 +35,7 @@ def dsm_bound(sde, score_fn, x, eps=1e-5, num_times=1, generator=None):
         z = randn_like(x, generator)
         mean, std = sde.marginal_prob(x, t)
         score = score_fn(mean + expand_to(std, x) * z, t)
-        g2 = sde.sde(x, t)[1] ** 2
+        g2 = loss_weight(sde, t, "likelihood")  # g(t)²
         drift_rate = sde.sde(torch.ones_like(x[:1]).expand_as(x), t)[0].flatten(1)[:, 0]  # f = a(t)·x
         # g²‖score + z/s‖² − g²·d/s², with d replaced by ‖z‖² (the same mean): the two 1/s² terms then cancel
         # exactly instead of in expectation, which removes their χ² noise from the estimate

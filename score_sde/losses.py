@@ -35,12 +35,11 @@ def dsm_losses(sde, score_fn, x, t, z, reduce_mean=False, likelihood_weighting=F
     λ(t) = s(t)²: ‖s·score + z‖²; with likelihood_weighting, λ(t) = g(t)²: g²·‖score + z/s‖² (Song et al.
     2021b), which bounds the negative log-likelihood.
     """
+    if likelihood_weighting:
+        return weighted_dsm_losses(sde, score_fn, x, t, z, loss_weight(sde, t, "likelihood"), reduce_mean)
     mean, std = sde.marginal_prob(x, t)
     score = score_fn(mean + expand_to(std, x) * z, t)
-    if not likelihood_weighting:
-        return _reduce((score * expand_to(std, x) + z) ** 2, reduce_mean)
-    g2 = sde.sde(torch.zeros_like(x), t)[1] ** 2
-    return _reduce((score + z / expand_to(std, x)) ** 2, reduce_mean) * g2
+    return _reduce((score * expand_to(std, x) + z) ** 2, reduce_mean)
 
 
 def weighted_dsm_losses(sde, score_fn, x, t, z, weight, reduce_mean=False):
@@ -62,11 +61,11 @@ def loss_weight(sde, t, weighting, eps=1e-5, sigma_data=0.5, edm_density=None):
       per-sample loss is EDM's own.
     """
     lookup(dict.fromkeys(WEIGHTINGS), weighting, "weighting")
+    if weighting == "likelihood":
+        return sde.sde(torch.zeros_like(t)[:, None], t)[1] ** 2
     m, s = sde.marginal_coefficients(t)
     if weighting == "score_matching":
         return s**2
-    if weighting == "likelihood":
-        return sde.sde(torch.zeros_like(t)[:, None], t)[1] ** 2
     sigma2 = (s / m) ** 2
     return (sde.T - eps) * edm_density.pdf(t) * s**2 * (sigma2 + sigma_data**2) / sigma_data**2
 
