@@ -353,13 +353,17 @@ def main(argv=None):
     parser.add_argument("--rtol", type=float, default=1e-3,  # a random network's flow is stiff: kept short
                         help="likelihood ODE tolerances")
     parser.add_argument("--compile-mode", default="default", help="torch.compile mode of the compiled rows")
-    parser.add_argument("--budget-s", type=float, default=360.0, help="skip compiles after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="skip compiles after this many seconds (default 360; 60 with --quick, whose "
+                             "cold CPU compiles alone took over 5 minutes)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="trained DDPM++ cont. weights (ours or the original's) for the likelihood rows")
     parser.add_argument("--channels-last", action="store_true", help="networks in channels_last format")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     args.iters = args.iters or (2 if args.quick else 10)
+    if args.budget_s is None:
+        args.budget_s = 60.0 if args.quick else 360.0
     args.levels = args.levels or (25 if args.quick else 50)  # the DDPM chain needs beta_max = 20 < levels
     device = run_lib.device()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # true fp32 rows
