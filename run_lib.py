@@ -27,7 +27,7 @@ import preflight
 from preflight import ConfigError
 from score_sde import acceleration, data, distributed, evaluation
 from score_sde import train as training
-from score_sde.bound import dsm_bound
+from score_sde.bound import discrete_bound, dsm_bound
 from score_sde.features import InceptionFeatures, MNISTFeatures, data_to_uint8, inception_weights
 from score_sde.files import atomic_write, exclusive_lock, save_npz_atomic, write_json_atomic
 from score_sde.likelihood import bits_per_dim, drift_and_divergence, log_likelihood
@@ -816,7 +816,8 @@ def _part_settings(config, name):
     if name == "likelihood":
         return likelihood_settings(config)
     if name == "bound":
-        return dict(likelihood_settings(config), num_times=e.bound_num_times)
+        return dict(likelihood_settings(config), num_times=e.bound_num_times,
+                    quantity="pixels" if config.data.dataset not in data.TOYS else "p_eps")
     _, eps = build_sde(config)
     return dict(_round_settings(config, eps), num_samples=e.num_samples)
 
@@ -863,15 +864,21 @@ def _sample_quality(config, number, model, identity, folder, judge):
 
 
 def _bound(config, model):
-    """The DSM bound (score_sde/bound.py) over the items bits/dim uses: bits/dim for images (a bound on the
-    dequantized data's, as the PF-ODE's), nats for toys (a bound on −log p); mean ± standard error."""
+    """The DSM bound (score_sde/bound.py) over the items bits/dim uses: for images, bits/dim of a bound on
+    −log P of the pixels (the reconstruction term included); for toys, nats of a bound on the model's
+    −log p_eps; mean ± standard error."""
     sde, _ = build_sde(config)
     score_fn = model_score_fn(config, sde, model)
     toy, values, gen = config.data.dataset in data.TOYS, [], rank_generator(config)
+    num_times, low = config.eval.bound_num_times, -1.0 if config.data.centered else 0.0
     for batch in tqdm(_likelihood_batches(config), desc="bound", unit="batch",
                       disable=not distributed.is_main()):
-        nats = dsm_bound(sde, score_fn, batch, eps=1e-5, num_times=config.eval.bound_num_times, generator=gen)
-        values.append(nats if toy else bits_per_dim(-nats, batch.shape, centered=config.data.centered))
+        if toy:
+            values.append(dsm_bound(sde, score_fn, batch, eps=1e-5, num_times=num_times, generator=gen))
+        else:
+            nats = discrete_bound(sde, score_fn, batch, eps=1e-5, num_times=num_times, low=low, high=1.0,
+                                  generator=gen)
+            values.append(nats / (batch[0].numel() * math.log(2)))
     values = torch.cat(distributed.gather(torch.cat(values).double().cpu()))
     require_finite(values, "bound values")
     return dict(unit="nats" if toy else "bits/dim", count=len(values), mean=values.mean().item(),

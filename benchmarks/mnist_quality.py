@@ -20,12 +20,18 @@ over the first --bpd-items held-out images.
 
 Run:
     .venv/bin/python benchmarks/mnist_quality.py            # 30 minutes of training, then sampling
-    .venv/bin/python benchmarks/mnist_quality.py --config vp_mnist_mlp --compare OTHER   # two, side by side
+    .venv/bin/python benchmarks/mnist_quality.py --config vp_mnist_unet --compare vp_mnist_mlp \
+        --samplers adams_pc_10,adams_pc_20,dpmpp_2m_20,adams_pc_50       # issue 15's quality comparison
+    .venv/bin/python benchmarks/mnist_quality.py --config vp_mnist_mlp_likelihood \
+        --compare vp_mnist_mlp_likelihood --compare-set training.t_sampling=uniform --samplers=  # bits/dim
     .venv/bin/python benchmarks/mnist_quality.py --quick    # 1 minute, 100 samples, N = 100: a smoke run
-Options: --minutes, --samples, --config, --compare, --bpd-items, --workdir (default runs/bench_mnist),
---mnist (default ../shared/data/mnist), --out (default benchmarks/results/mnist_quality.json).
+Options: --minutes, --samples, --config, --set KNOB=VALUE (repeatable), --compare, --compare-set
+KNOB=VALUE, --samplers (comma-separated rows; empty: no sampling, no curve), --bpd-items (0: none),
+--workdir (default runs/bench_mnist), --mnist (default ../shared/data/mnist), --out (default
+benchmarks/results/mnist_quality.json).
 """
 import argparse
+import ast
 import datetime
 import json
 import os
@@ -146,9 +152,31 @@ def data_floor(pixels, classifier, reference, num, seed=0):
     return dict(quality, nfe=0, seconds=0.0)
 
 
-def untrained_checkpoint(config_name, path):
+def knob_flags(settings):
+    """`--set knob=value` settings as main.py's `--config.knob=value` flags."""
+    return [f"--config.{setting}" for setting in settings]
+
+
+def with_settings(config, settings):
+    """config with `knob=value` settings applied (values read as Python literals, else as strings)."""
+    for setting in settings:
+        knob, _, text = setting.partition("=")
+        *path, leaf = knob.split(".")
+        node = config
+        for part in path:
+            node = node[part]
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        node[leaf] = value
+    return config
+
+
+def untrained_checkpoint(config_name, settings, path):
     """A checkpoint of the freshly initialised network (step 0), for the ceiling."""
-    training.save_checkpoint(path, run_lib.build_state(configs.load_config(config_name)))
+    config = with_settings(configs.load_config(config_name), settings)
+    training.save_checkpoint(path, run_lib.build_state(config))
     return path
 
 
@@ -158,16 +186,23 @@ def print_row(name, row):
           f"{row['nfe']:>5} {row['seconds']:>7.0f}  {digits}", flush=True)
 
 
-def benchmark_config(args, config, work, common, floor):
-    """Train `config` for the budget and judge it: {'rows', 'curve', 'bits_per_dim', 'steps'}."""
-    print(f"{'sampler':<22} {'MNIST-FID':>8} {'KID':>9} {'IS':>5} {'NFE':>5} {'seconds':>7}  "
-          f"predicted digits 0-9   [{config}]")
-    rows = {"data (floor)": floor}
-    print_row("data (floor)", floor)
+def benchmark_config(args, config, settings, work, common, floor):
+    """Train `config` (with `settings`, knob=value) for the budget and judge it with the samplers named in
+    --samplers: {'rows', 'curve', 'bits_per_dim', 'steps'}. Without samplers there is no curve; with
+    --bpd-items 0 no bits/dim."""
+    common = [*common, *knob_flags(settings)]
+    label = " ".join([config, *settings])
+    chosen = [(name, extra) for name, extra in samplers(args.quick) if name in args.samplers]
     default = samplers(args.quick)[3]  # adams_pc at 20 NFE, our default fast solver
-    ceiling = untrained_checkpoint(config, work / "untrained.pth")
-    rows["untrained (ceiling)"] = evaluate(config, ceiling, work / "untrained", common, default[1])
-    print_row("untrained (ceiling)", rows["untrained (ceiling)"])
+    rows = {}
+    if chosen:
+        print(f"{'sampler':<22} {'MNIST-FID':>8} {'KID':>9} {'IS':>5} {'NFE':>5} {'seconds':>7}  "
+              f"predicted digits 0-9   [{label}]")
+        rows["data (floor)"] = floor
+        print_row("data (floor)", floor)
+        ceiling = untrained_checkpoint(config, settings, work / "untrained.pth")
+        rows["untrained (ceiling)"] = evaluate(config, ceiling, work / "untrained", common, default[1])
+        print_row("untrained (ceiling)", rows["untrained (ceiling)"])
     shutil.rmtree(work / "train", ignore_errors=True)
     every = 50 if args.quick else 250  # resume points: the model is the last one before the deadline
     points = train_for(config, work / "train",
@@ -175,29 +210,36 @@ def benchmark_config(args, config, work, common, floor):
                         "--config.training.snapshot_sampling=False"],  # the budget is for training
                        args.minutes)
     minutes, checkpoint, steps = points[-1]
-    print(f"trained {steps} steps in {minutes:g} minutes", flush=True)
-    for name, extra in samplers(args.quick):
+    print(f"[{label}] trained {steps} steps in {minutes:g} minutes", flush=True)
+    for name, extra in chosen:
         rows[name] = evaluate(config, checkpoint, work / name, common, extra)
         print_row(name, rows[name])
-    curve = [dict(minutes=m, steps=n, fid=evaluate(config, path, work / f"curve_{m:g}", common,
-                                                   default[1])["fid"]) for m, path, n in points[:-1]]
-    curve.append(dict(minutes=minutes, steps=steps, fid=rows[default[0]]["fid"]))
-    print("learning curve (MNIST-FID, " + default[0] + "): " +
-          ", ".join(f"{c['minutes']:.1f} min {c['steps']} steps {c['fid']:.1f}" for c in curve), flush=True)
-    bits = held_out_bits_per_dim(config, checkpoint, work / "bpd", common, args.bpd_items)
-    print("held-out bits/dim: " + ", ".join(f"{name} {v['mean']:.3f} ± {v['stderr']:.3f} "
-                                            f"({v['count']} images)" for name, v in bits.items()), flush=True)
+    curve = []
+    if chosen:
+        curve = [dict(minutes=m, steps=n, fid=evaluate(config, path, work / f"curve_{m:g}", common,
+                                                       default[1])["fid"]) for m, path, n in points[:-1]]
+        final = rows.get(default[0]) or evaluate(config, checkpoint, work / default[0], common, default[1])
+        curve.append(dict(minutes=minutes, steps=steps, fid=final["fid"]))
+        print("learning curve (MNIST-FID, " + default[0] + "): " + ", ".join(
+            f"{c['minutes']:.1f} min {c['steps']} steps {c['fid']:.1f}" for c in curve), flush=True)
+    bits = {}
+    if args.bpd_items:
+        bits = held_out_bits_per_dim(config, checkpoint, work / "bpd", common, args.bpd_items)
+        print(f"[{label}] held-out bits/dim: " + ", ".join(
+            f"{name} {v['mean']:.3f} ± {v['stderr']:.3f} ({v['count']} images)" for name, v in bits.items()),
+            flush=True)
     return dict(rows=rows, curve=curve, bits_per_dim=bits, steps=steps)
 
 
 def print_side_by_side(results):
     """One line per sampler: each config's MNIST-FID and NFE, then the curves and the bits/dim."""
     names = list(results)
-    print("\n" + f"{'sampler':<22}" + "".join(f" {n[:24]:>24}" for n in names))
+    print("\n" + f"{'sampler':<22}" + "".join(f" {n[-24:]:>24}" for n in names))
     for row in results[names[0]]["rows"]:
         cells = [results[n]["rows"][row] for n in names]
         print(f"{row:<22}" + "".join(f" {c['fid']:>16.2f} ({c['nfe']:>5})" for c in cells))
-    for kind in ("likelihood", "bound"):
+    print(f"{'training steps':<22}" + "".join(f" {results[n]['steps']:>24}" for n in names))
+    for kind in ("likelihood", "bound") if results[names[0]]["bits_per_dim"] else ():
         cells = [results[n]["bits_per_dim"][kind] for n in names]
         print(f"{'bits/dim ' + kind:<22}" + "".join(f" {c['mean']:>16.3f} ± {c['stderr']:.3f}"
                                                       for c in cells))
@@ -207,7 +249,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="vp_mnist_mlp")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KNOB=VALUE",
+                        help="a config setting for --config, e.g. model.nf=32 (repeatable)")
     parser.add_argument("--compare", default=None, help="a second config, trained after the first")
+    parser.add_argument("--compare-set", dest="compare_settings", action="append", default=[],
+                        metavar="KNOB=VALUE", help="a config setting for --compare (repeatable)")
+    parser.add_argument("--samplers", default=",".join(name for name, _ in samplers(False)),
+                        help="the sampler rows to judge, comma-separated; empty: none (no curve either)")
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--bpd-items", type=int, default=500)
@@ -216,6 +264,12 @@ def main():
     parser.add_argument("--mnist", type=Path, default=ROOT.parent / "shared" / "data" / "mnist")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mnist_quality.json")
     args = parser.parse_args()
+    args.samplers = [name for name in args.samplers.split(",") if name]
+    unknown = sorted(set(args.samplers) - {name for name, _ in samplers(False)})
+    if unknown:
+        parser.error(f"--samplers: unknown {unknown}; choose from {[name for name, _ in samplers(False)]}")
+    if args.compare_settings and not args.compare:
+        parser.error("--compare-set needs --compare")
     if args.quick:
         args.minutes, args.samples, args.bpd_items = 1.0, 100, 10
     work = args.workdir.resolve()
@@ -238,12 +292,17 @@ def main():
     reference = dict(np.load(work / "heldout.npz"))
     floor = data_floor(pixels, classifier, reference, args.samples)
     results = {}
-    for config in [args.config] + ([args.compare] if args.compare else []):
-        results[config] = benchmark_config(args, config, work / config, common, floor)
+    runs = [(args.config, args.settings)] + ([(args.compare, args.compare_settings)] if args.compare else [])
+    for index, (config, settings) in enumerate(runs):
+        label = " ".join([config, *settings])
+        if label in results:
+            parser.error(f"--compare: {label!r} twice; give one of them other settings")
+        results[label] = benchmark_config(args, config, settings, work / f"{index}_{config}", common, floor)
     if len(results) > 1:
         print_side_by_side(results)
     meta = dict(date=datetime.date.today().isoformat(), configs=list(results), minutes=args.minutes,
-                samples=args.samples, bpd_items=args.bpd_items, classifier_accuracy=accuracy,
+                samplers=args.samplers, samples=args.samples, bpd_items=args.bpd_items,
+                classifier_accuracy=accuracy,
                 cpus=os.cpu_count(), threads=torch.get_num_threads())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(meta=meta, results=results), indent=2))

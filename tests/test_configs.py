@@ -18,7 +18,7 @@ NAMES = [
     "ve_celebahq_256_ncsnpp_continuous", "ve_ffhq_256_ncsnpp_continuous", "ve_ffhq_ncsnpp_continuous",
     "ve_bedroom_ncsnpp_continuous", "ve_church_ncsnpp_continuous",
     "vp_mnist_ddpmpp_continuous", "ve_mnist_ncsnpp_continuous", "vp_mnist_mlp",
-    "vp_toy", "subvp_toy", "ve_toy", "vp_cifar10_edm",
+    "vp_toy", "subvp_toy", "ve_toy", "vp_cifar10_edm", "vp_mnist_unet", "vp_mnist_mlp_likelihood",
 ]
 
 # Our config -> the original's, as the manifest of full-size reference models holds it.
@@ -164,7 +164,7 @@ def test_parameter_count_equals_the_original(name):
 
 
 @pytest.mark.parametrize("name", ["vp_mnist_ddpmpp_continuous", "ve_mnist_ncsnpp_continuous", "vp_mnist_mlp",
-                                  "vp_toy", "subvp_toy", "ve_toy"])
+                                  "vp_mnist_unet", "vp_toy", "subvp_toy", "ve_toy"])
 def test_small_configs_run_on_their_data_shape(name):
     """MNIST at its own 28×28, toy points [B, dim]: the network takes and returns the data's shape."""
     torch.manual_seed(0)
