@@ -3,7 +3,8 @@
     python main.py --mode train --config vp_toy --workdir runs/toy
     python main.py --mode sample --config ve_ncsnpp --workdir runs/x --config.sampling.corrector=langevin
 
---config takes a name from configs/ (see `configs.available_configs()`) or a path to a config file; any knob
+--config takes a name from score_sde/configs/ (see `configs.available_configs()`), one of the original's
+config paths (ve/cifar10_ncsnpp_continuous), or a path to a config file; any knob
 can be overridden as --config.<section>.<knob>=value. Under torchrun (any number of processes, one per GPU
 or, with gloo, per CPU process) every mode splits its work across the processes:
 
@@ -39,6 +40,8 @@ flags.DEFINE_string("workdir", None, "Work directory: checkpoints, samples, logs
 flags.DEFINE_enum("mode", None, sorted(MODES), "What to run.")
 flags.DEFINE_string("checkpoint", None, "sample / likelihood / eval: this checkpoint (ours, or the original "
                     "implementation's) instead of the workdir's latest.")
+flags.DEFINE_string("eval_folder", "eval", "eval: the folder of the workdir its results go to (as the "
+                    "original's --eval_folder).")
 flags.DEFINE_bool("allow_config_change", False, "train: resume although a knob of the model, SDE, loss or "
                   "data differs from the workdir's config.json (the old one is kept beside it).")
 flags.mark_flags_as_required(["workdir", "config", "mode"])
@@ -71,11 +74,15 @@ def main(argv):
         raise app.UsageError("--checkpoint is for sample, likelihood and eval; train resumes by itself")
     if FLAGS.mode != "train" and FLAGS.allow_config_change:
         raise app.UsageError("--allow_config_change is for train")
+    if FLAGS.mode != "eval" and FLAGS["eval_folder"].present:
+        raise app.UsageError("--eval_folder is for eval")
     distributed.init()  # a process group under torchrun; nothing in a plain run
     try:
         with one_line_errors():
             if FLAGS.mode == "train":
                 run_lib.train(FLAGS.config, FLAGS.workdir, FLAGS.allow_config_change)
+            elif FLAGS.mode == "eval":
+                run_lib.evaluate(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint, FLAGS.eval_folder)
             else:
                 MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
     finally:

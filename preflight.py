@@ -224,6 +224,8 @@ def check_likelihood(config) -> None:
     require(e.bpd_num_items is None or (_is_int(e.bpd_num_items) and e.bpd_num_items >= 1),
             "eval.bpd_num_items", e.bpd_num_items,
             "must be a whole number >= 1, or unset for the whole split")
+    repeats = e.get("bpd_num_repeats", 1)  # a config written for the original lacks it
+    require(_is_int(repeats) and repeats >= 1, "eval.bpd_num_repeats", repeats, "must be a whole number >= 1")
     with knobs("config.eval.bpd_precision"):
         acceleration.check_precision(e.bpd_precision)
     with knobs("config.eval.bpd_compile"):

@@ -257,11 +257,12 @@ def checkpoint_identity(path, step):
 
 
 def meta_checkpoint(workdir):
-    return workdir / "checkpoints-meta" / "checkpoint.pth"
+    return Path(workdir) / "checkpoints-meta" / "checkpoint.pth"
 
 
 def latest_checkpoint(workdir):
     """The newest checkpoints/checkpoint_<n>.pth, else the resume point; FileNotFoundError if neither."""
+    workdir = Path(workdir)
     numbered = sorted(workdir.glob("checkpoints/checkpoint_*.pth"),
                       key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
     if numbered:
@@ -643,7 +644,8 @@ def likelihood(config, workdir, checkpoint=None):
 def likelihood_settings(config):
     """What bits/dim depend on besides the weights."""
     e = config.eval
-    return dict(bpd_dataset=e.bpd_dataset, bpd_num_items=e.bpd_num_items, bpd_precision=e.bpd_precision,
+    return dict(bpd_dataset=e.bpd_dataset, bpd_num_items=e.bpd_num_items,
+                bpd_num_repeats=e.get("bpd_num_repeats", 1), bpd_precision=e.bpd_precision,
                 bpd_compile=e.bpd_compile, batch_size=e.batch_size,
                 train_batch_size=config.training.batch_size, seed=config.seed, dataset=config.data.dataset,
                 sde=str(config.training.sde).lower())
@@ -651,21 +653,27 @@ def likelihood_settings(config):
 
 def _likelihood_batches(config):
     """This rank's batches of the config.eval.bpd_dataset split, dequantized if images: bits/dim is defined
-    on dequantized pixels (docs/likelihood.md). Toy data never end: one batch of fresh points is the
-    held-out set."""
+    on dequantized pixels (docs/likelihood.md), eval.bpd_num_repeats passes over it with fresh dequantization
+    noise (the original made 5 over the test split). Toy data never end: one batch of fresh points per pass
+    is the held-out set."""
     toy = config.data.dataset in data.TOYS
     bpd_config = ml_collections.ConfigDict(config.to_dict())
     bpd_config.data.uniform_dequantization = not toy
     shard = distributed.shard()
     split = "test" if config.eval.bpd_dataset == "test" else "train"
-    batches = data.batches(bpd_config, split, generator=torch.Generator(device()).manual_seed(config.seed),
-                           rank=shard.rank, world_size=shard.world_size, epochs=1)
-    if toy:
-        return itertools.islice(batches, 1)
     limit = config.eval.get("bpd_num_items")  # checked by preflight.check_likelihood
-    if limit is None:
-        return batches
-    return _first_items(batches, len(range(shard.rank, limit, shard.world_size)))
+
+    def one_pass(repeat):
+        generator = torch.Generator(device()).manual_seed(config.seed + repeat)
+        batches = data.batches(bpd_config, split, generator=generator, rank=shard.rank,
+                               world_size=shard.world_size, epochs=1)
+        if toy:
+            return itertools.islice(batches, 1)
+        if limit is None:
+            return batches
+        return _first_items(batches, len(range(shard.rank, limit, shard.world_size)))
+
+    return itertools.chain.from_iterable(one_pass(r) for r in range(config.eval.get("bpd_num_repeats", 1)))
 
 
 def _first_items(batches, num):
@@ -677,9 +685,10 @@ def _first_items(batches, num):
         num -= len(batch)
 
 
-def evaluate(config, workdir, checkpoint=None):
+def evaluate(config, workdir, checkpoint=None, eval_folder="eval"):
     """For each checkpoint numbered eval.begin_ckpt..eval.end_ckpt in the workdir (or the given one): the
-    test loss, bits/dim and eval.num_samples samples with their quality, as config.eval enables.
+    test loss, bits/dim and eval.num_samples samples with their quality, as config.eval enables, written
+    under workdir/eval_folder (the original's --eval_folder).
 
     Every setting is checked and tried first (prepare_evaluation). Each result and each round of samples is
     saved as it finishes (eval/ckpt_<n>/) with what produced it (the checkpoint's identity and the settings),
@@ -688,16 +697,18 @@ def evaluate(config, workdir, checkpoint=None):
     of the range is waited for, as beside a running training job.
     """
     workdir = Path(workdir)
+    if not eval_folder or Path(eval_folder).is_absolute() or ".." in Path(eval_folder).parts:
+        raise ValueError(f"--eval_folder={eval_folder!r}: must be a folder name inside the workdir")
     judge = prepare_evaluation(config, workdir)
     preflight.check_workdir_writable(workdir)
-    all_results = {}
+    all_results, out = {}, workdir / eval_folder
     with workdir_lock(workdir, "eval"):
         for number, path in checkpoints_to_evaluate(config, workdir, checkpoint):
-            folder = workdir / "eval" / f"ckpt_{number}"
+            folder = out / f"ckpt_{number}"
             all_results[f"checkpoint_{number}"] = _evaluate_checkpoint(config, workdir, number, path, folder,
                                                                        judge)
             if distributed.is_main():
-                write_json_atomic(workdir / "eval" / "results.json", all_results)
+                write_json_atomic(out / "results.json", all_results)
     if distributed.is_main():  # what produced them is in the files; the printout keeps to the numbers
         print(json.dumps(_numbers_only(all_results), indent=2))
     return all_results

@@ -165,7 +165,6 @@ class VPSDE(_LinearBetaSDE):
     def __init__(self, beta_min=0.1, beta_max=20.0, N=1000):
         super().__init__(beta_min, beta_max, N)
         self.discrete_betas = self.discrete_betas_on("cpu")
-        self.alphas = 1.0 - self.discrete_betas
         self.alphas_cumprod = self.alphas_cumprod_on("cpu")
 
     def discrete_betas_on(self, device):

@@ -1,6 +1,7 @@
 """The named configs: they load, build their networks, and equal the original's configs knob for knob."""
 import functools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,8 +63,9 @@ DROPPED = {
                      "NCSN code builds; ours reads data.num_channels like every other network",
 }
 # Knobs ours have that the original's config lacks.
-OURS = {"data.root", "data.download", "data.num_workers", "eval.bpd_num_items", "sampling.solver",
-        "sampling.steps", "sampling.schedule", "sampling.eta", "sampling.churn", "eval.features",
+OURS = {"data.root", "data.download", "data.num_workers", "eval.bpd_num_items", "eval.bpd_num_repeats",
+        "sampling.solver", "sampling.steps", "sampling.schedule", "sampling.eta", "sampling.churn",
+        "eval.features",
         "eval.inception_weights", "eval.mnist_classifier", "eval.download", "eval.stats", "eval.stats_split",
         "eval.stats_features", "training.precision", "training.compile", "sampling.compile",
         "model.channels_last", "eval.bpd_precision", "eval.bpd_compile", "eval.wait_s", "training.t_sampling",
@@ -177,11 +179,28 @@ def test_small_configs_run_on_their_data_shape(name):
     assert out.shape == shape and torch.isfinite(out).all()
 
 
+def test_the_originals_config_paths_are_aliases_of_ours():
+    for original, ours in configs.ORIGINAL_NAMES.items():
+        assert ours in configs.available_configs()
+        for spelling in (original, f"configs/{original}.py", f"./configs/{original}.py"):
+            assert configs.config_file(spelling) == configs.config_file(ours)
+    for ours, original in IN_MANIFEST.items():  # the manifest names the same files
+        assert configs.ORIGINAL_NAMES[original] == ours
+    assert set(VARIANTS) <= set(configs.ORIGINAL_NAMES.values())
+
+
+def test_configs_are_the_installed_packages():
+    # one source of truth: `configs` (the repository's) reads score_sde/configs' files
+    import score_sde.configs
+    assert configs.CONFIG_DIR == Path(score_sde.configs.__file__).parent
+    assert configs.load_config("vp_toy") == score_sde.configs.load_config("vp_toy")
+
+
 def test_unknown_name_raises_listing_the_choices():
     with pytest.raises(ValueError) as info:
         configs.load_config("ve_ncsnpp_continous")
     assert all(name in str(info.value) for name in NAMES)
-    for not_an_experiment in ("default", "__init__", "ve/cifar10_ncsnpp_continuous", "missing.py"):
+    for not_an_experiment in ("default", "__init__", "ve/cifar10_ncsnpp_continous", "missing.py"):
         with pytest.raises(ValueError, match="expected one of"):
             configs.config_file(not_an_experiment)
 

@@ -142,6 +142,7 @@ def test_image_size_the_network_cannot_take_is_refused_before_the_first_step(tmp
     ("sample", {"sampling.method": "fast", "sampling.solver": "rk4"}, "config.sampling.solver='rk4'"),
     ("likelihood", {"eval.bpd_precision": "fp8"}, "unknown precision 'fp8'"),
     ("likelihood", {"eval.bpd_num_items": 0}, "config.eval.bpd_num_items=0"),
+    ("likelihood", {"eval.bpd_num_repeats": 0}, "config.eval.bpd_num_repeats=0"),
     ("likelihood", {"eval.bpd_dataset": "validation"}, "config.eval.bpd_dataset='validation'"),
     ("eval", {"eval.begin_ckpt": 3, "eval.end_ckpt": 1}, "config.eval.end_ckpt=1"),
     ("eval", {"eval.wait_s": -5.0}, "config.eval.wait_s=-5.0"),

@@ -91,11 +91,6 @@ class ExponentialMovingAverage:
         finally:
             self.restore(model)
 
-    def to(self, device=None, dtype=None):
-        """Move (or cast) the shadows, e.g. after moving the model; returns self."""
-        self.shadow = {name: s.to(device=device, dtype=dtype) for name, s in self.shadow.items()}
-        return self
-
     def state_dict(self):
         """{'decay', 'num_updates', 'shadow_params': {parameter name: tensor}}."""
         return {"decay": self.decay, "num_updates": self.num_updates, "shadow_params": dict(self.shadow)}

@@ -13,7 +13,8 @@ DEFAULT_SCHEDULE = "logsnr"
 @torch.no_grad()  # a score function that needs gradients opens its own enable_grad
 def fast_sample(sde, score_fn, shape, solver: str = DEFAULT_SOLVER, steps: int = 20,
                 schedule: str = DEFAULT_SCHEDULE, eps: float = 1e-3, z=None, denoise: bool = False,
-                generator=None, device=None, dtype=torch.float32, progress: bool = False, **solver_options):
+                generator=None, device=None, dtype=torch.float32, progress: bool = False, callback=None,
+                **solver_options):
     """Samples in `steps` solver steps from T to eps (Lu et al. 2022; Karras et al. 2022; docs/fast_sampling).
 
     Args:
@@ -29,6 +30,8 @@ def fast_sample(sde, score_fn, shape, solver: str = DEFAULT_SOLVER, steps: int =
         z: optional starting points at T, [B, ...] (default: prior samples); its dtype and device are used.
         denoise: finish with the data prediction x̂₀ at eps (Tweedie's formula): one more evaluation.
         generator: a torch.Generator on the device, for the prior and the stochastic solvers' noise.
+        callback: callback(step, x, x0_hat) after each solver step, x0_hat being the step's last data
+            prediction; it costs no evaluation.
     Returns:
         (x [B, ...], nfe): the samples and the exact number of score evaluations.
     """
@@ -45,6 +48,8 @@ def fast_sample(sde, score_fn, shape, solver: str = DEFAULT_SOLVER, steps: int =
     x = z
     for i in tqdm(range(steps), desc=f"{solver} sampling", disable=not progress):
         x = solver_state.step(x, grid, i, denoiser, generator)
+        if callback is not None:
+            callback(i, x, denoiser.last)
     if denoise:
         x = denoiser.at(x, grid, steps)
     return x, denoiser.nfe

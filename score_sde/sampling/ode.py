@@ -1,6 +1,7 @@
 """Sampling by integrating the probability-flow ODE dx = [f − ½g²·score] dt from T down to eps."""
 import torch
 
+from score_sde.sampling.callbacks import LastEvaluation
 from score_sde.sampling.odeint import odeint
 from score_sde.sampling.predictors import ReverseDiffusionPredictor
 
@@ -17,7 +18,7 @@ def probability_flow_drift(sde, score_fn):
 
 @torch.no_grad()  # a score function that needs gradients opens its own enable_grad
 def ode_sample(sde, score_fn, shape, rtol=1e-5, atol=1e-5, method="rk45", eps=1e-3, z=None, denoise=False,
-               generator=None, device=None, dtype=torch.float32, progress=False):
+               generator=None, device=None, dtype=torch.float32, progress=False, callback=None):
     """Samples from the probability-flow ODE, solved adaptively from T to eps.
 
     Args:
@@ -28,6 +29,8 @@ def ode_sample(sde, score_fn, shape, rtol=1e-5, atol=1e-5, method="rk45", eps=1e
         z: optional starting points at T, [B, ...] (default: prior samples); its dtype and device are used.
         denoise: finish with one noise-free reverse-diffusion step at eps, as the original code does.
         generator: a torch.Generator on `device`, for the prior samples.
+        callback: callback(step, x, x0_hat) after each accepted step of the integrator (method "rk45"),
+            x0_hat being the data prediction at x; it costs no evaluation.
     Returns:
         (x [B, ...], nfe): the samples and the number of score evaluations made.
     """
@@ -37,9 +40,17 @@ def ode_sample(sde, score_fn, shape, rtol=1e-5, atol=1e-5, method="rk45", eps=1e
         z = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
     elif tuple(z.shape) != tuple(shape):
         raise ValueError(f"z has shape {tuple(z.shape)}, expected {tuple(shape)}")
+    on_step = None
+    if callback is not None:
+        score_fn = watched = LastEvaluation(sde, score_fn)
+        steps = iter(range(1 << 62))
+
+        def on_step(t, x):
+            callback(next(steps), x, watched.x0_hat())
     drift_fn = probability_flow_drift(sde, score_fn)
     batch = z.shape[0]
-    x, nfe = odeint(lambda t, x: drift_fn(x, t.expand(batch)), z, sde.T, eps, rtol, atol, method, progress)
+    x, nfe = odeint(lambda t, x: drift_fn(x, t.expand(batch)), z, sde.T, eps, rtol, atol, method, progress,
+                    on_step)
     if denoise:
         t = torch.full((batch,), eps, dtype=x.dtype, device=x.device)
         _, x = ReverseDiffusionPredictor(sde, score_fn).update(x, t, (torch.zeros_like(x),))  # its mean

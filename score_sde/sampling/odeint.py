@@ -56,8 +56,10 @@ def _initial_step(fn, t0, y0, f0, t1, rtol, atol):
     return min(100 * h0, h1, interval)
 
 
-def dopri5(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False):
-    """Integrate dy/dt = fn(t, y) from t0 to t1 (either direction); returns (y(t1), number of fn calls)."""
+def dopri5(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False, on_step=None):
+    """Integrate dy/dt = fn(t, y) from t0 to t1 (either direction); returns (y(t1), number of fn calls).
+    on_step(t, y), if given, is called after each accepted step, whose last evaluation of fn was at (t, y)
+    (the pair is first-same-as-last)."""
     direction = 1.0 if t1 > t0 else -1.0
     t, y = t0, y0
     f = fn(_time(t, y), y)
@@ -86,6 +88,8 @@ def dopri5(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False):
                 factor = _MAX_FACTOR if error == 0 else min(_MAX_FACTOR, _SAFETY * error**_ERROR_EXPONENT)
                 bar.update(abs(h))
                 t, y, f = t_new, y_new, f_new
+                if on_step is not None:
+                    on_step(t, y)
                 h_abs *= min(1.0, factor) if rejected else factor
                 rejected = False
             else:
@@ -97,9 +101,11 @@ def dopri5(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False):
     return y, nfe
 
 
-def scipy_rk45(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False):
+def scipy_rk45(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False, on_step=None):
     """The original code's path: scipy's RK45 on a flat float64 NumPy copy of the state, one round trip per
-    evaluation. Returns (y(t1), number of fn calls)."""
+    evaluation. Returns (y(t1), number of fn calls). It has no per-step hook: on_step must be None."""
+    if on_step is not None:
+        raise ValueError("the 'scipy-rk45' ODE method takes no per-step callback; use 'rk45'")
     shape, device, dtype = y0.shape, y0.device, y0.dtype
 
     def numpy_fn(t, flat):
@@ -117,6 +123,8 @@ def scipy_rk45(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False):
 INTEGRATORS = {"rk45": dopri5, "scipy-rk45": scipy_rk45}
 
 
-def odeint(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, method="rk45", progress=False):
-    """Integrate dy/dt = fn(t [0-d tensor], y) from t0 to t1 with the named method; returns (y(t1), nfe)."""
-    return lookup(INTEGRATORS, method, "ODE method")(fn, y0, t0, t1, rtol=rtol, atol=atol, progress=progress)
+def odeint(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, method="rk45", progress=False, on_step=None):
+    """Integrate dy/dt = fn(t [0-d tensor], y) from t0 to t1 with the named method; returns (y(t1), nfe).
+    on_step(t, y): called after each accepted step ("rk45" only)."""
+    return lookup(INTEGRATORS, method, "ODE method")(fn, y0, t0, t1, rtol=rtol, atol=atol, progress=progress,
+                                                     on_step=on_step)

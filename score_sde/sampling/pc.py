@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from score_sde.acceleration import compiled
 from score_sde.registry import lookup
+from score_sde.sampling.callbacks import LastEvaluation
 from score_sde.sampling.correctors import CORRECTORS
 from score_sde.sampling.predictors import PREDICTORS
 from score_sde.sde import randn_like
@@ -32,7 +33,7 @@ def pc_step(predict, correct, use_predictor=True):
 @torch.no_grad()  # a score function that needs gradients opens its own enable_grad
 def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps=1,
               probability_flow=False, denoise=True, eps=1e-3, generator=None, device=None,
-              dtype=torch.float32, progress=False, compile_mode=None):
+              dtype=torch.float32, progress=False, compile_mode=None, callback=None):
     """Draw samples by alternating a corrector and a predictor step on each of the SDE's N noise levels.
 
     Args:
@@ -48,6 +49,8 @@ def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="la
         generator: a torch.Generator on `device`, for reproducible samples.
         compile_mode: None (eager) or a torch.compile mode (acceleration.COMPILE_MODES) for the step;
             "reduce-overhead" replays it as a CUDA graph on a GPU. Same samples, up to rounding.
+        callback: callback(step, x, x0_hat) after each noise level, x0_hat being the data prediction of the
+            level's last score evaluation; it costs no evaluation. Eager only (compile_mode None).
     Returns:
         (x [B, ...], nfe): the samples and the number of score evaluations made.
     """
@@ -55,6 +58,10 @@ def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="la
         raise ValueError(f"eps must lie in (0, {sde.T}), got {eps}")
     if predictor == "none" and corrector == "none":
         raise ValueError("predictor and corrector are both 'none': the sampler would return prior noise")
+    if callback is not None:
+        if compile_mode is not None:
+            raise ValueError("a callback needs the eager PC step: compile_mode must be None")
+        score_fn = watched = LastEvaluation(sde, score_fn)
     predict = lookup(PREDICTORS, predictor, "predictor")(sde, score_fn, probability_flow)
     correct = lookup(CORRECTORS, corrector, "corrector")(sde, score_fn, snr, n_steps)
     step = compiled(pc_step(predict, correct, predictor != "none"), compile_mode, "the PC step")
@@ -67,6 +74,8 @@ def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="la
         if compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are this one's inputs
         x, x_mean = step(x, timesteps[i].expand(shape[0]), *noise)
+        if callback is not None:
+            callback(i, x, watched.x0_hat())
     x = x_mean if denoise else x
     if compile_mode == "reduce-overhead":
         x = x.clone()  # a CUDA graph's output: its next replay (another call) would overwrite it

@@ -72,9 +72,6 @@ class NonePredictor:
     def __init__(self, sde, score_fn, probability_flow=False):
         pass
 
-    def update(self, x, t, noise=()):
-        return x, x
-
 
 PREDICTORS = {
     "euler_maruyama": EulerMaruyamaPredictor,

@@ -56,12 +56,13 @@ class Denoiser:
     """x̂₀(x, t) = (x + s²·score(x, t)) / m from a score function; counts its evaluations in `nfe`."""
 
     def __init__(self, score_fn):
-        self.score_fn, self.nfe = score_fn, 0
+        self.score_fn, self.nfe, self.last = score_fn, 0, None
 
     def __call__(self, x, t, m, s):
         """x [B, ...]; t: a 0-d tensor on x's device; m, s: the floats m(t), s(t)."""
         self.nfe += 1
-        return (x + (s * s) * self.score_fn(x, t.expand(x.shape[0]))) / m
+        self.last = (x + (s * s) * self.score_fn(x, t.expand(x.shape[0]))) / m
+        return self.last
 
     def at(self, x, grid, i):
         return self(x, grid.t_device[i], grid.m[i], grid.s[i])
@@ -97,8 +98,6 @@ class Euler:
     """First order: x̂₀ constant over the step. Euler's method in σ on EDM's ODE for x/m, DDIM for VP and
     DPM-Solver++(1) alike: x_next = (s_next/s)·x − m_next·expm1(−h)·x̂₀."""
 
-    order = 1
-
     def step(self, x, grid, i, denoiser, generator=None):
         x0 = denoiser.at(x, grid, i)
         return linear_step(x, grid, i, [(-math.expm1(-grid.h(i)), x0)])
@@ -108,8 +107,6 @@ class Heun:
     """EDM's second-order Heun step (Karras et al. 2022, Alg. 1) in σ = s/m on y = x/m, whose ODE is
     dy/dσ = (y − x̂₀)/σ: an Euler step, then the trapezoid of the slopes at both ends. Two evaluations a
     step."""
-
-    order = 2
 
     def step(self, x, grid, i, denoiser, generator=None):
         return self.heun(x / grid.m[i], grid.sigma(i), grid.t_device[i], grid.m[i], grid, i, denoiser)
@@ -158,8 +155,6 @@ class DPMSolverPP2M:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): x̂₀ extrapolated linearly from this step's and the last
     one's, D = (1 + 1/(2r))·x̂₀ − 1/(2r)·x̂₀_prev with r = h_prev/h; the first step is first order."""
 
-    order = 2
-
     def __init__(self):
         self.previous = None  # (x̂₀, h) of the last step
 
@@ -178,8 +173,6 @@ class DPMSolverPP3M:
     """DPM-Solver++(3M) (Lu et al. 2022, multistep third order with data prediction): first and second
     divided differences of the last three x̂₀ in λ, integrated with φ₁ = e^{−h} − 1, φ₂ = φ₁/h + 1 and
     φ₃ = φ₂/h − 1/2; the first two steps are of order 1 and 2."""
-
-    order = 3
 
     def __init__(self):
         self.history = []  # [(x̂₀, λ)], newest last, at most three
@@ -219,7 +212,6 @@ class AdamsPC:
     def __init__(self, order=2):
         if order not in (1, 2, 3):
             raise ValueError(f"order must be 1, 2 or 3, got {order}")
-        self.order = order + 1
         self.predictor_order = order
         self.history = []  # [(x̂₀, λ)] of earlier grid points, newest last
         self.current = None  # x̂₀ at the current point (evaluated at the predicted point)
@@ -250,8 +242,6 @@ class DDIM:
     σ_η·z with ε̂ = (x − m·x̂₀)/s and σ_η = η·s_next·√(1 − e^{−2h}), the posterior std at η = 1 (then it is
     ancestral sampling); η = 0 is the deterministic Euler step."""
 
-    order = 1
-
     def __init__(self, eta=1.0):
         if eta < 0 or eta > 1:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
@@ -271,8 +261,6 @@ class DPMSolverPP2MSDE:
     prediction, x_next = (s_next/s)·e^{−h}·x + m_next·(1 − e^{−2h})·x̂₀ + (correction from the last x̂₀)
     + s_next·√(1 − e^{−2h})·z. The correction integrates the linear extrapolation of x̂₀ exactly against
     the kernel 2e^{−2(λ_next − λ)}: weight m_next·(h − (1 − e^{−2h})/2)/h_prev on x̂₀ − x̂₀_prev."""
-
-    order = 2
 
     def __init__(self):
         self.previous = None
