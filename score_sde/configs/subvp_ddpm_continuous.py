@@ -1,6 +1,6 @@
 """The DDPM U-Net on CIFAR-10 with the sub-VP SDE, continuous training (the original's
 subvp/cifar10_ddpm_continuous)."""
-from . import vp_ddpm_continuous
+from score_sde.configs import vp_ddpm_continuous
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """DDPM++ on CIFAR-10 with the sub-VP SDE, continuous training (the original's
 subvp/cifar10_ddpmpp_continuous): the VP recipe with the other SDE."""
-from . import vp_ddpmpp_continuous
+from score_sde.configs import vp_ddpmpp_continuous
 
 
 def get_config():

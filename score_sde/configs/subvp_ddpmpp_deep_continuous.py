@@ -1,6 +1,6 @@
 """DDPM++ (deep) on CIFAR-10 with the sub-VP SDE, continuous training (the original's
 subvp/cifar10_ddpmpp_deep_continuous): the deep VP recipe with the other SDE."""
-from . import vp_ddpmpp_deep_continuous
+from score_sde.configs import vp_ddpmpp_deep_continuous
 
 
 def get_config():

@@ -1,5 +1,5 @@
 """The 2-D toy run (vp_toy) with the sub-VP SDE. Ours."""
-from . import vp_toy
+from score_sde.configs import vp_toy
 
 
 def get_config():

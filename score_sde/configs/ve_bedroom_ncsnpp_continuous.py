@@ -1,6 +1,6 @@
 """NCSN++ on LSUN bedroom 256×256 with the VE SDE, continuous training (the original's
 ve/bedroom_ncsnpp_continuous): the CelebA-HQ 256 recipe with LSUN's σ_max."""
-from . import ve_celebahq_256_ncsnpp_continuous
+from score_sde.configs import ve_celebahq_256_ncsnpp_continuous
 
 
 def get_config():

@@ -2,7 +2,7 @@
 ve/celebahq_256_ncsnpp_continuous). The original builds it on its LSUN defaults
 (configs/default_lsun_configs.py); their differences from the CIFAR-10 defaults are set here, and the other
 high-resolution NCSN++ configs derive from this one."""
-from . import ve_ncsnpp_continuous
+from score_sde.configs import ve_ncsnpp_continuous
 
 
 def get_config():

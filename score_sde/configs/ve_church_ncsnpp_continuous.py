@@ -1,6 +1,6 @@
 """NCSN++ on LSUN church_outdoor 256×256 with the VE SDE, continuous training (the original's
 ve/church_ncsnpp_continuous)."""
-from . import ve_bedroom_ncsnpp_continuous
+from score_sde.configs import ve_bedroom_ncsnpp_continuous
 
 
 def get_config():

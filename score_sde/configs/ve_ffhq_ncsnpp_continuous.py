@@ -1,6 +1,6 @@
 """NCSN++ on FFHQ 1024×1024 with the VE SDE, continuous training (the original's ve/ffhq_ncsnpp_continuous):
 a narrow (nf 16) network with eight resolutions, batch size 8."""
-from . import ve_celebahq_256_ncsnpp_continuous
+from score_sde.configs import ve_celebahq_256_ncsnpp_continuous
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """A small NCSN++ on MNIST with the VE SDE, continuous training: the CIFAR-10 recipe (ve_ncsnpp_continuous)
 shrunk to MNIST like vp_mnist_ddpmpp_continuous (28×28, one channel, three resolutions; see there).
 Ours: the original has no MNIST configs."""
-from . import ve_ncsnpp_continuous, vp_mnist_ddpmpp_continuous
+from score_sde.configs import ve_ncsnpp_continuous, vp_mnist_ddpmpp_continuous
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """NCSN++ on CIFAR-10 with SMLD's discrete noise levels (the original's ve/cifar10_ncsnpp): the continuous
 recipe trained on the integer noise-level index, which the sinusoidal (positional) embedding takes."""
-from . import ve_ncsnpp_continuous
+from score_sde.configs import ve_ncsnpp_continuous
 
 
 def get_config():

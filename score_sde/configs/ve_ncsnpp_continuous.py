@@ -1,5 +1,5 @@
 """NCSN++ on CIFAR-10 with the VE SDE, continuous training (the original's ve/cifar10_ncsnpp_continuous)."""
-from .default import get_default_configs
+from score_sde.configs.default import get_default_configs
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """NCSN++ (deep: 8 residual blocks per resolution) on CIFAR-10 with the VE SDE, continuous training
 (the original's ve/cifar10_ncsnpp_deep_continuous)."""
-from . import ve_ncsnpp_continuous
+from score_sde.configs import ve_ncsnpp_continuous
 
 
 def get_config():

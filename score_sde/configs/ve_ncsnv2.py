@@ -1,6 +1,6 @@
 """NCSNv2 (Song & Ermon 2020) on CIFAR-10: SMLD with 232 noise levels from 50 to 0.01, sampled by annealed
 Langevin dynamics (the original's ve/ncsnv2/cifar10)."""
-from .default import get_default_configs
+from score_sde.configs.default import get_default_configs
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """DDPM (Ho et al. 2020) on CIFAR-10: the original DDPM U-Net, discrete timesteps, ancestral sampling
 (the original's vp/ddpm/cifar10)."""
-from .default import get_default_configs
+from score_sde.configs.default import get_default_configs
 
 
 def get_config():

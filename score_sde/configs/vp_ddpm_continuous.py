@@ -1,6 +1,6 @@
 """The DDPM U-Net on CIFAR-10 with the VP SDE, continuous training (the original's
 vp/ddpm/cifar10_continuous): the network is conditioned on 999·t and sampled by Euler–Maruyama."""
-from . import vp_ddpm
+from score_sde.configs import vp_ddpm
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """DDPM++ on CIFAR-10 with DDPM's discrete timesteps (the original's vp/cifar10_ddpmpp): trained with the
 DDPM loss on integer timesteps, sampled by ancestral sampling."""
-from . import vp_ddpmpp_continuous
+from score_sde.configs import vp_ddpmpp_continuous
 
 
 def get_config():

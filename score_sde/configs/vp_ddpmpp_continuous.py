@@ -1,6 +1,6 @@
 """DDPM++ on CIFAR-10 with the VP SDE, continuous training (the original's vp/cifar10_ddpmpp_continuous):
 the NCSN++ network without FIR resampling or input pyramid, on centred data, predicting the noise."""
-from .default import get_default_configs
+from score_sde.configs.default import get_default_configs
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """DDPM++ (deep: 8 residual blocks per resolution) on CIFAR-10 with the VP SDE, continuous training
 (the original's vp/cifar10_ddpmpp_deep_continuous)."""
-from . import vp_ddpmpp_continuous
+from score_sde.configs import vp_ddpmpp_continuous
 
 
 def get_config():

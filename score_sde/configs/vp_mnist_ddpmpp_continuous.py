@@ -5,7 +5,7 @@ Image size: 28, MNIST's own, so the data need no resizing and samples are what t
 score_sde.metrics reads. The U-Net halves the resolution len(ch_mult) − 1 times and needs an even size at
 every level, so it takes 28 with three resolutions (28, 14, 7): ch_mult has three entries, not CIFAR's four.
 """
-from . import vp_ddpmpp_continuous
+from score_sde.configs import vp_ddpmpp_continuous
 
 
 def use_mnist(config):

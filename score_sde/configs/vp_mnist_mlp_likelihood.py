@@ -2,7 +2,7 @@
 density ∝ g²/s² (Song et al. 2021, "Maximum likelihood training of score-based diffusion models"), which
 removes the 1/t spike that the weighting has under uniform t. Ours. benchmarks/mnist_quality.py compares
 it with `--compare-set training.t_sampling=uniform` (docs/training.md, §6)."""
-from .vp_mnist_mlp import get_config as get_mlp_config
+from score_sde.configs.vp_mnist_mlp import get_config as get_mlp_config
 
 
 def get_config():
