@@ -27,6 +27,7 @@ Run:
     .venv/bin/python benchmarks/mnist_quality.py --quick    # 1 minute, 100 samples, N = 100: a smoke run
 Options: --minutes, --samples, --config, --set KNOB=VALUE (repeatable), --compare, --compare-set
 KNOB=VALUE, --samplers (comma-separated rows; empty: no sampling, no curve), --bpd-items (0: none),
+--bound-times (draws of t per image for the bound, default 64),
 --workdir (default runs/bench_mnist), --mnist (default ../shared/data/mnist), --out (default
 benchmarks/results/mnist_quality.json).
 """
@@ -132,16 +133,31 @@ def evaluate(config, checkpoint, folder, common, extra):
     return dict(samples, seconds=seconds)
 
 
-def held_out_bits_per_dim(config, checkpoint, folder, common, items):
-    """Bits/dim of the first `items` held-out images by the probability-flow ODE and by the DSM bound."""
-    shutil.rmtree(folder, ignore_errors=True)
-    main_py("eval", config, folder, [*common, "--config.eval.enable_sampling=False",
-                                     "--config.eval.enable_bpd=True", "--config.eval.enable_bound=True",
-                                     "--config.eval.bpd_dataset=test", f"--config.eval.bpd_num_items={items}",
-                                     "--config.eval.bound_num_times=4", f"--checkpoint={checkpoint}"])
-    results = next(iter(json.loads((folder / "eval" / "results.json").read_text()).values()))
-    return {name: {key: results[name][key] for key in ("mean", "stderr", "count")}
-            for name in ("likelihood", "bound")}
+def held_out_bits_per_dim(config, checkpoint, folder, common, items, bound_times):
+    """Bits/dim of the first `items` held-out images by the probability-flow ODE and by the DSM bound
+    (bound_times draws of t per image), each as {mean, stderr, count}, or {error} when that eval failed (an
+    MLP's PF-ODE can run away where the network extrapolates badly): one failure does not lose the other."""
+    settings = {"bound": ["--config.eval.enable_bound=True", f"--config.eval.bound_num_times={bound_times}"],
+                "likelihood": ["--config.eval.enable_bpd=True"]}
+    bits = {}
+    for name, extra in settings.items():
+        shutil.rmtree(folder / name, ignore_errors=True)
+        try:
+            main_py("eval", config, folder / name, [*common, "--config.eval.enable_sampling=False", *extra,
+                                                    "--config.eval.bpd_dataset=test",
+                                                    f"--config.eval.bpd_num_items={items}",
+                                                    f"--checkpoint={checkpoint}"])
+        except subprocess.CalledProcessError as failure:
+            bits[name] = {"error": (failure.stderr or "").strip().splitlines()[-1:] or ["failed"]}
+            continue
+        results = next(iter(json.loads((folder / name / "eval" / "results.json").read_text()).values()))
+        bits[name] = {key: results[name][key] for key in ("mean", "stderr", "count")}
+    return bits
+
+
+def describe_bits(bits):
+    return ", ".join(f"{name} {v['mean']:.3f} ± {v['stderr']:.3f} ({v['count']} images)" if "error" not in v
+                     else f"{name} failed: {v['error'][0]}" for name, v in bits.items())
 
 
 def data_floor(pixels, classifier, reference, num, seed=0):
@@ -224,10 +240,9 @@ def benchmark_config(args, config, settings, work, common, floor):
             f"{c['minutes']:.1f} min {c['steps']} steps {c['fid']:.1f}" for c in curve), flush=True)
     bits = {}
     if args.bpd_items:
-        bits = held_out_bits_per_dim(config, checkpoint, work / "bpd", common, args.bpd_items)
-        print(f"[{label}] held-out bits/dim: " + ", ".join(
-            f"{name} {v['mean']:.3f} ± {v['stderr']:.3f} ({v['count']} images)" for name, v in bits.items()),
-            flush=True)
+        bits = held_out_bits_per_dim(config, checkpoint, work / "bpd", common, args.bpd_items,
+                                     args.bound_times)
+        print(f"[{label}] held-out bits/dim: {describe_bits(bits)}", flush=True)
     return dict(rows=rows, curve=curve, bits_per_dim=bits, steps=steps)
 
 
@@ -241,8 +256,9 @@ def print_side_by_side(results):
     print(f"{'training steps':<22}" + "".join(f" {results[n]['steps']:>24}" for n in names))
     for kind in ("likelihood", "bound") if results[names[0]]["bits_per_dim"] else ():
         cells = [results[n]["bits_per_dim"][kind] for n in names]
-        print(f"{'bits/dim ' + kind:<22}" + "".join(f" {c['mean']:>16.3f} ± {c['stderr']:.3f}"
-                                                      for c in cells))
+        text = [f"{'failed':>24}" if "error" in c else f"{c['mean']:>16.3f} ± {c['stderr']:.3f}"
+                for c in cells]
+        print(f"{'bits/dim ' + kind:<22}" + "".join(f" {cell}" for cell in text))
 
 
 def main():
@@ -259,6 +275,7 @@ def main():
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--bpd-items", type=int, default=500)
+    parser.add_argument("--bound-times", type=int, default=64, help="draws of t per image for the bound")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench_mnist")
     parser.add_argument("--mnist", type=Path, default=ROOT.parent / "shared" / "data" / "mnist")
@@ -271,7 +288,7 @@ def main():
     if args.compare_settings and not args.compare:
         parser.error("--compare-set needs --compare")
     if args.quick:
-        args.minutes, args.samples, args.bpd_items = 1.0, 100, 10
+        args.minutes, args.samples, args.bpd_items, args.bound_times = 1.0, 100, 10, 4
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     classifier = work / "mnist_classifier.pth"
@@ -302,7 +319,7 @@ def main():
         print_side_by_side(results)
     meta = dict(date=datetime.date.today().isoformat(), configs=list(results), minutes=args.minutes,
                 samplers=args.samplers, samples=args.samples, bpd_items=args.bpd_items,
-                classifier_accuracy=accuracy,
+                bound_times=args.bound_times, classifier_accuracy=accuracy,
                 cpus=os.cpu_count(), threads=torch.get_num_threads())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(meta=meta, results=results), indent=2))
