@@ -795,7 +795,7 @@ def _evaluate_checkpoint(config, workdir, number, path, folder, judge):
     parts = [("test_loss", config.eval.enable_loss, lambda: _test_loss(config, state)),
              ("likelihood", config.eval.enable_bpd, lambda: likelihood(config, workdir, path)),
              ("bound", config.eval.get("enable_bound", False),
-              lambda: _bound(config, inference_model(state))),
+              lambda: _bound(config, inference_model(state), folder)),
              ("samples", config.eval.enable_sampling,
               lambda: _sample_quality(config, number, inference_model(state), identity, folder, judge))]
     for name, enabled, compute in parts:
@@ -874,10 +874,11 @@ def _sample_quality(config, number, model, identity, folder, judge):
     return dict(quality, nfe=int(rounds["nfe"].max()))
 
 
-def _bound(config, model):
+def _bound(config, model, folder):
     """The DSM bound (score_sde/bound.py) over the items bits/dim uses: for images, bits/dim of a bound on
     −log P of the pixels (the reconstruction term included); for toys, nats of a bound on the model's
-    −log p_eps; mean ± standard error."""
+    −log p_eps; mean ± standard error. The per-item values, in the split's order, go to
+    folder/bound_values.npz, so that two checkpoints can be compared item by item (a paired difference)."""
     sde, _ = build_sde(config)
     score_fn = model_score_fn(config, sde, model)
     toy, values, gen = config.data.dataset in data.TOYS, [], rank_generator(config)
@@ -890,8 +891,11 @@ def _bound(config, model):
             nats = discrete_bound(sde, score_fn, batch, eps=1e-5, num_times=num_times, low=low, high=1.0,
                                   generator=gen)
             values.append(nats / (batch[0].numel() * math.log(2)))
-    values = torch.cat(distributed.gather(torch.cat(values).double().cpu()))
+    values = distributed.interleave(distributed.gather(torch.cat(values).detach().double().cpu()))
+    if not distributed.is_main():
+        return None
     require_finite(values, "bound values")
+    atomic_write(folder / "bound_values.npz", lambda f: np.savez_compressed(f, values=values.numpy()))
     return dict(unit="nats" if toy else "bits/dim", count=len(values), mean=values.mean().item(),
                 stderr=values.std().item() / math.sqrt(len(values)))
 

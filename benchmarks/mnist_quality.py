@@ -16,7 +16,8 @@ Reported per row: MNIST-FID and KID against the held-out 5,000, IS (10 splits), 
 digits, NFE per sample and wall time; a PNG grid of 64 samples per sampler under the workdir. Per config
 also: the learning curve (MNIST-FID of the default fast solver at 20 NFE at a third, two thirds and all of
 the budget) and held-out bits/dim, by the probability-flow ODE and by the DSM bound (docs/training.md),
-over the first --bpd-items held-out images.
+over the first --bpd-items held-out images; with --compare, also their difference image by image (a
+paired difference, with its standard error).
 
 Run:
     .venv/bin/python benchmarks/mnist_quality.py            # 30 minutes of training, then sampling
@@ -27,6 +28,8 @@ Run:
     .venv/bin/python benchmarks/mnist_quality.py --quick    # 1 minute, 100 samples, N = 100: a smoke run
 Options: --minutes, --samples, --config, --set KNOB=VALUE (repeatable), --compare, --compare-set
 KNOB=VALUE, --samplers (comma-separated rows; empty: no sampling, no curve), --bpd-items (0: none),
+--bound-times (draws of t per image for the bound, default 64), --reuse-training (evaluate what a finished
+run of the same configs and budget left in --workdir: train/budget.json, instead of training again),
 --workdir (default runs/bench_mnist), --mnist (default ../shared/data/mnist), --out (default
 benchmarks/results/mnist_quality.json).
 """
@@ -121,6 +124,19 @@ def train_for(config, workdir, overrides, minutes, marks=(1 / 3, 2 / 3)):
     return points
 
 
+def finished_training(train, budget):
+    """--reuse-training: the [(minutes, checkpoint, steps)] that a finished training of this very label and
+    budget left in `train` (its budget.json, written when the budget ran out); refused otherwise."""
+    path = train / "budget.json"
+    if not path.is_file():
+        raise SystemExit(f"error: --reuse-training: no {path}: no training of this budget finished there")
+    saved = json.loads(path.read_text())
+    if {key: saved[key] for key in budget} != budget:
+        raise SystemExit(f"error: --reuse-training: {train} holds {saved['label']!r} trained for "
+                         f"{saved['minutes']:g} minutes, not {budget['label']!r} for {budget['minutes']:g}")
+    return [(minutes, train / "checkpoints-meta" / name, steps) for minutes, name, steps in saved["points"]]
+
+
 def evaluate(config, checkpoint, folder, common, extra):
     shutil.rmtree(folder, ignore_errors=True)
     start = time.perf_counter()
@@ -132,16 +148,42 @@ def evaluate(config, checkpoint, folder, common, extra):
     return dict(samples, seconds=seconds)
 
 
-def held_out_bits_per_dim(config, checkpoint, folder, common, items):
-    """Bits/dim of the first `items` held-out images by the probability-flow ODE and by the DSM bound."""
-    shutil.rmtree(folder, ignore_errors=True)
-    main_py("eval", config, folder, [*common, "--config.eval.enable_sampling=False",
-                                     "--config.eval.enable_bpd=True", "--config.eval.enable_bound=True",
-                                     "--config.eval.bpd_dataset=test", f"--config.eval.bpd_num_items={items}",
-                                     "--config.eval.bound_num_times=4", f"--checkpoint={checkpoint}"])
-    results = next(iter(json.loads((folder / "eval" / "results.json").read_text()).values()))
-    return {name: {key: results[name][key] for key in ("mean", "stderr", "count")}
-            for name in ("likelihood", "bound")}
+def held_out_bits_per_dim(config, checkpoint, folder, common, items, bound_times):
+    """Bits/dim of the first `items` held-out images by the probability-flow ODE and by the DSM bound
+    (bound_times draws of t per image), each as {mean, stderr, count}, or {error} when that eval failed (an
+    MLP's PF-ODE can run away where the network extrapolates badly): one failure does not lose the other."""
+    settings = {"bound": ["--config.eval.enable_bound=True", f"--config.eval.bound_num_times={bound_times}"],
+                "likelihood": ["--config.eval.enable_bpd=True"]}
+    bits = {}
+    for name, extra in settings.items():
+        shutil.rmtree(folder / name, ignore_errors=True)
+        try:
+            main_py("eval", config, folder / name, [*common, "--config.eval.enable_sampling=False", *extra,
+                                                    "--config.eval.bpd_dataset=test",
+                                                    f"--config.eval.bpd_num_items={items}",
+                                                    f"--checkpoint={checkpoint}"])
+        except subprocess.CalledProcessError as failure:
+            bits[name] = {"error": (failure.stderr or "").strip().splitlines()[-1:] or ["failed"]}
+            continue
+        results = next(iter(json.loads((folder / name / "eval" / "results.json").read_text()).values()))
+        bits[name] = {key: results[name][key] for key in ("mean", "stderr", "count")}
+        saved = folder / name / "likelihood" / "values.npz" if name == "likelihood" else next(
+            (folder / name / "eval").glob("ckpt_*/bound_values.npz"))
+        bits[name]["values"] = np.load(saved)["values"].tolist()  # per image, for paired differences
+    return bits
+
+
+def paired_difference(first, second):
+    """Mean and standard error of first − second over the same held-out images, image by image: the
+    image-to-image spread of bits/dim, which both share, cancels (the bound also draws the same t and noise
+    per image, as both evals use the same seed)."""
+    differences = np.asarray(first["values"]) - np.asarray(second["values"])
+    return differences.mean(), differences.std(ddof=1) / np.sqrt(len(differences))
+
+
+def describe_bits(bits):
+    return ", ".join(f"{name} {v['mean']:.3f} ± {v['stderr']:.3f} ({v['count']} images)" if "error" not in v
+                     else f"{name} failed: {v['error'][0]}" for name, v in bits.items())
 
 
 def data_floor(pixels, classifier, reference, num, seed=0):
@@ -203,14 +245,21 @@ def benchmark_config(args, config, settings, work, common, floor):
         ceiling = untrained_checkpoint(config, settings, work / "untrained.pth")
         rows["untrained (ceiling)"] = evaluate(config, ceiling, work / "untrained", common, default[1])
         print_row("untrained (ceiling)", rows["untrained (ceiling)"])
-    shutil.rmtree(work / "train", ignore_errors=True)
-    every = 50 if args.quick else 250  # resume points: the model is the last one before the deadline
-    points = train_for(config, work / "train",
-                       [*common, f"--config.training.snapshot_freq_for_preemption={every}",
-                        "--config.training.snapshot_sampling=False"],  # the budget is for training
-                       args.minutes)
+    budget = dict(label=label, minutes=args.minutes)
+    if args.reuse_training:
+        points = finished_training(work / "train", budget)
+    else:
+        shutil.rmtree(work / "train", ignore_errors=True)
+        every = 50 if args.quick else 250  # resume points: the model is the last one before the deadline
+        points = train_for(config, work / "train",
+                           [*common, f"--config.training.snapshot_freq_for_preemption={every}",
+                            "--config.training.snapshot_sampling=False"],  # the budget is for training
+                           args.minutes)
+        (work / "train" / "budget.json").write_text(json.dumps(
+            dict(budget, points=[(m, path.name, n) for m, path, n in points])))
     minutes, checkpoint, steps = points[-1]
-    print(f"[{label}] trained {steps} steps in {minutes:g} minutes", flush=True)
+    print(f"[{label}] {'reused the training of' if args.reuse_training else 'trained'} {steps} steps in "
+          f"{minutes:g} minutes", flush=True)
     for name, extra in chosen:
         rows[name] = evaluate(config, checkpoint, work / name, common, extra)
         print_row(name, rows[name])
@@ -224,10 +273,9 @@ def benchmark_config(args, config, settings, work, common, floor):
             f"{c['minutes']:.1f} min {c['steps']} steps {c['fid']:.1f}" for c in curve), flush=True)
     bits = {}
     if args.bpd_items:
-        bits = held_out_bits_per_dim(config, checkpoint, work / "bpd", common, args.bpd_items)
-        print(f"[{label}] held-out bits/dim: " + ", ".join(
-            f"{name} {v['mean']:.3f} ± {v['stderr']:.3f} ({v['count']} images)" for name, v in bits.items()),
-            flush=True)
+        bits = held_out_bits_per_dim(config, checkpoint, work / "bpd", common, args.bpd_items,
+                                     args.bound_times)
+        print(f"[{label}] held-out bits/dim: {describe_bits(bits)}", flush=True)
     return dict(rows=rows, curve=curve, bits_per_dim=bits, steps=steps)
 
 
@@ -241,8 +289,14 @@ def print_side_by_side(results):
     print(f"{'training steps':<22}" + "".join(f" {results[n]['steps']:>24}" for n in names))
     for kind in ("likelihood", "bound") if results[names[0]]["bits_per_dim"] else ():
         cells = [results[n]["bits_per_dim"][kind] for n in names]
-        print(f"{'bits/dim ' + kind:<22}" + "".join(f" {c['mean']:>16.3f} ± {c['stderr']:.3f}"
-                                                      for c in cells))
+        text = [f"{'failed':>24}" if "error" in c else f"{c['mean']:>16.3f} ± {c['stderr']:.3f}"
+                for c in cells]
+        print(f"{'bits/dim ' + kind:<22}" + "".join(f" {cell}" for cell in text))
+        if (not any("error" in c for c in cells) and all("values" in c for c in cells)
+                and len(cells[0]["values"]) == len(cells[1]["values"])):
+            mean, stderr = paired_difference(cells[0], cells[1])
+            print(f"{'  first − second':<22} {mean:>16.3f} ± {stderr:.3f}  (paired over the same "
+                  f"{len(cells[0]['values'])} images: {abs(mean) / stderr:.1f} standard errors)")
 
 
 def main():
@@ -259,7 +313,11 @@ def main():
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--bpd-items", type=int, default=500)
+    parser.add_argument("--bound-times", type=int, default=64, help="draws of t per image for the bound")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--reuse-training", action="store_true",
+                        help="evaluate the models a finished run of the same configs and budget left in "
+                             "--workdir instead of training again")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench_mnist")
     parser.add_argument("--mnist", type=Path, default=ROOT.parent / "shared" / "data" / "mnist")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mnist_quality.json")
@@ -271,7 +329,7 @@ def main():
     if args.compare_settings and not args.compare:
         parser.error("--compare-set needs --compare")
     if args.quick:
-        args.minutes, args.samples, args.bpd_items = 1.0, 100, 10
+        args.minutes, args.samples, args.bpd_items, args.bound_times = 1.0, 100, 10, 4
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     classifier = work / "mnist_classifier.pth"
@@ -302,7 +360,7 @@ def main():
         print_side_by_side(results)
     meta = dict(date=datetime.date.today().isoformat(), configs=list(results), minutes=args.minutes,
                 samplers=args.samplers, samples=args.samples, bpd_items=args.bpd_items,
-                classifier_accuracy=accuracy,
+                bound_times=args.bound_times, classifier_accuracy=accuracy,
                 cpus=os.cpu_count(), threads=torch.get_num_threads())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(meta=meta, results=results), indent=2))

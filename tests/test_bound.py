@@ -3,6 +3,7 @@ KL(p_T ‖ π) in closed form; on a mixture with the exact score, the same by qu
 negative log-likelihood of p_eps plus the prior mismatch."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -161,3 +162,7 @@ def test_eval_reports_the_bound_above_the_datas_exact_nll(tmp_path, monkeypatch)
     entropy = float(-mixture.log_prob(mixture.sample(200_000, torch.Generator().manual_seed(3))).mean())
     assert bound["mean"] - 3 * bound["stderr"] > entropy - 0.01
     assert results["produced_by"]["bound"]["settings"]["num_times"] == 4
+    # the per-item values are kept, in the split's order, for paired comparisons of two checkpoints
+    values = np.load(tmp_path / "eval" / "ckpt_1" / "bound_values.npz")["values"]
+    assert values.shape == (2000,)
+    assert values.mean() == pytest.approx(bound["mean"], rel=1e-12)

@@ -7,7 +7,7 @@ from exact import all_sdes, assert_matches_two_modes, mode_stats, ode_weight_fro
 
 from score_sde.likelihood import log_likelihood
 from score_sde.sampling import ode_sample
-from score_sde.sampling.odeint import odeint
+from score_sde.sampling.odeint import dopri5, odeint
 from score_sde.sde import VPSDE
 
 MIX = two_modes()
@@ -103,3 +103,20 @@ def test_ode_denoise_and_bad_input():
         ode_sample(sde, MIX.score_fn(sde), (4, 2), z=z)
     with pytest.raises(ValueError, match="eps"):
         ode_sample(sde, MIX.score_fn(sde), (8, 2), eps=1.5)
+
+
+@pytest.mark.parametrize("bad", [1e30, float("nan")])
+def test_a_non_finite_trial_stage_is_rejected_not_fatal(bad):
+    # A stage far off the path can return a drift so large (a network extrapolating) that the float32 error
+    # norm overflows, or NaN (inf − inf inside the network). As in scipy, that step is rejected and retried
+    # smaller; the solve goes on.
+    calls = 0
+
+    def fn(t, y):
+        nonlocal calls
+        calls += 1
+        return torch.full_like(y, bad) if calls == 5 else -y  # the 5th call: a stage of the first step
+
+    y, nfe = dopri5(fn, torch.ones(3), 0.0, 1.0)
+    assert calls > 5 and nfe == calls
+    torch.testing.assert_close(y, torch.full((3,), math.exp(-1.0)), rtol=1e-4, atol=1e-5)

@@ -81,10 +81,8 @@ def dopri5(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False, on_step=None):
             nfe += 6
             scale = atol + torch.maximum(y.abs(), y_new.abs()) * rtol
             error = _rms(_combine(torch.zeros_like(y), h, _E, ks) / scale).item()
-            if not math.isfinite(error):  # no step size helps; NaN would also defeat the underflow check
-                raise FloatingPointError(f"dopri5: the ODE's right-hand side is not finite near t={t}: a "
-                                         "score function returning NaN or infinity?")
-            if error < 1:
+            finite = math.isfinite(error)
+            if finite and error < 1:
                 factor = _MAX_FACTOR if error == 0 else min(_MAX_FACTOR, _SAFETY * error**_ERROR_EXPONENT)
                 bar.update(abs(h))
                 t, y, f = t_new, y_new, f_new
@@ -93,9 +91,15 @@ def dopri5(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False, on_step=None):
                 h_abs *= min(1.0, factor) if rejected else factor
                 rejected = False
             else:
-                h_abs *= max(_MIN_FACTOR, _SAFETY * error**_ERROR_EXPONENT)
+                # A trial stage off the path can overflow (a network extrapolating) or give NaN: reject and
+                # shrink the step, as scipy does; the accepted state at t is finite (checked at the start).
+                h_abs *= max(_MIN_FACTOR, _SAFETY * error**_ERROR_EXPONENT) if finite else _MIN_FACTOR
                 rejected = True
             if h_abs < 1e-12 * max(1.0, abs(t)):
+                if not finite:  # NaN or infinity at every step size: no step helps
+                    raise FloatingPointError(f"dopri5: the ODE's right-hand side is not finite near t={t} at "
+                                             "every step size tried: a score function returning NaN or "
+                                             "infinity?")
                 raise RuntimeError(f"dopri5: step size underflow at t={t}; too stiff for rtol={rtol}")
             bar.set_postfix(nfe=nfe, refresh=False)
     return y, nfe
