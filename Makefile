@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,plots]'
 	touch $@
 
 # Train the VP toy (2-D mixture, MLP) on the CPU, then sample it and measure its likelihood against the exact

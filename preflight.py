@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from score_sde import acceleration, data
+from score_sde.configs import objective_knobs
 from score_sde.losses import WEIGHTINGS
 from score_sde.models.score_fn import PRECONDITIONINGS
 from score_sde.sampling.correctors import CORRECTORS
@@ -159,18 +160,6 @@ def check_training(config, world_size: int) -> None:
         acceleration.check_precision(config.training.precision)
     with knobs("config.training.compile"):
         acceleration.check_compile_mode(config.training.compile)
-
-
-# Our objective knobs and their defaults (configs/default.py): a config written for the original lacks them.
-OBJECTIVE_DEFAULTS = {"training.t_sampling": "uniform", "training.weighting": None,
-                      "training.lognormal_mean": -1.2, "training.lognormal_std": 1.2,
-                      "model.preconditioning": "none", "model.sigma_data": 0.5}
-
-
-def objective_knobs(config) -> dict:
-    """{knob name: value} of OBJECTIVE_DEFAULTS's knobs, the defaults where the config lacks them."""
-    return {key.split(".")[1]: config[key.split(".")[0]].get(key.split(".")[1], default)
-            for key, default in OBJECTIVE_DEFAULTS.items()}
 
 
 def check_objective(config) -> None:

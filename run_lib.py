@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import re
 import time
 from pathlib import Path
@@ -27,40 +26,37 @@ import preflight
 from preflight import ConfigError
 from score_sde import acceleration, data, distributed, evaluation
 from score_sde import train as training
+from score_sde.api import (
+    SAMPLERS,
+    SDES,
+    latest_checkpoint,
+    meta_checkpoint,
+    sample_shape,
+    sampler_kwargs,
+    sde_from_config,
+)
+from score_sde.api import score_fn_from_config as model_score_fn
 from score_sde.bound import discrete_bound, dsm_bound
+from score_sde.configs import objective_knobs
 from score_sde.features import InceptionFeatures, MNISTFeatures, data_to_uint8, inception_weights
 from score_sde.files import atomic_write, exclusive_lock, save_npz_atomic, write_json_atomic
 from score_sde.likelihood import bits_per_dim, drift_and_divergence, log_likelihood
 from score_sde.models import (
     ExponentialMovingAverage,
     create_model,
-    get_score_fn,
-    load_reference_checkpoint,
-    safe_torch_load,
 )
-from score_sde.models.checkpoints import is_reference_format
 from score_sde.plots import image_grid_png, save_samples_png
-from score_sde.sampling import ode_sample, pc_sample, probability_flow_drift
-from score_sde.sampling.fast import fast_sample
-from score_sde.sde import VESDE, VPSDE, subVPSDE
-
-SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
-SAMPLERS = {"pc": pc_sample, "ode": ode_sample, "fast": fast_sample}
-SOLVER_KNOBS = {"ddim": ("eta",), "heun_churn": ("churn",)}  # config.sampling knobs a fast solver takes
-
+from score_sde.sampling import probability_flow_drift
 
 # ---- config -> objects ----
 
 
 def build_sde(config):
-    """The training SDE and its sampling eps (1e-3 for VP and sub-VP, 1e-5 for VE, as the original)."""
-    name, m = str(config.training.sde).lower(), config.model
-    if name not in SDES:
+    """The training SDE (api.sde_from_config); a bad name or coefficient is a ConfigError naming its knob."""
+    if str(config.training.sde).lower() not in SDES:
         raise ConfigError(f"config.training.sde={config.training.sde!r}: expected one of {sorted(SDES)}")
     with preflight.knobs("config.model"):
-        if name == "vesde":
-            return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales), 1e-5
-        return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales), 1e-3
+        return sde_from_config(config)
 
 
 device = distributed.device
@@ -87,47 +83,15 @@ def loss_kwargs(config, train):
     t = config.training
     return dict(continuous=t.continuous, reduce_mean=t.reduce_mean,
                 likelihood_weighting=t.likelihood_weighting, train=train, shard=distributed.shard(),
-                **preflight.objective_knobs(config))
+                **objective_knobs(config))
 
 
-def model_score_fn(config, sde, model):
-    """The network (eval mode) as a score function, by the config's conventions (continuous time and
-    preconditioning)."""
-    o = preflight.objective_knobs(config)
-    return get_score_fn(sde, model, continuous=config.training.continuous, train=False,
-                        preconditioning=o["preconditioning"], sigma_data=o["sigma_data"])
-
-
-def sampler_kwargs(config):
-    """config.sampling knob names -> sampler argument names, in one place."""
-    s = config.sampling
-    if s.method != "pc" and s.compile is not None:
-        raise ValueError(f"sampling.compile={s.compile!r} compiles the PC sampler's step; sampling.method is "
-                         f"{s.method!r}: unset sampling.compile or use method 'pc'")
-    if s.method == "pc":
-        return dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each,
-                    probability_flow=s.probability_flow, denoise=s.noise_removal, compile_mode=s.compile)
-    if s.method == "ode":
-        return dict(denoise=s.noise_removal)
-    if s.method == "fast":
-        options = {knob: s[knob] for knob in SOLVER_KNOBS.get(s.solver, ())}
-        return dict(solver=s.solver, steps=s.steps, schedule=s.schedule, denoise=s.noise_removal, **options)
-    raise ValueError(f"unknown sampling.method {s.method!r}; expected one of {sorted(SAMPLERS)}")
-
-
-def sample_shape(config, batch_size):
-    d = config.data
-    if d.dataset in data.TOYS:
-        return (batch_size, d.get("dim", 2))
-    return (batch_size, d.num_channels, d.image_size, d.image_size)
-
-
-def draw_samples(config, sde, eps, model, batch_size, generator, progress=True):
+def draw_samples(config, sde, model, batch_size, generator, progress=True):
     """Samples in data space (inverse scaler applied) from the model's score, by the configured sampler."""
     score_fn = model_score_fn(config, sde, model)
     kwargs = sampler_kwargs(config)  # checks the method's name
     sampler = SAMPLERS[config.sampling.method]  # every sampler runs under no_grad itself
-    x, nfe = sampler(sde, score_fn, sample_shape(config, batch_size), eps=eps, generator=generator,
+    x, nfe = sampler(sde, score_fn, sample_shape(config, batch_size), generator=generator,
                      device=device(), progress=progress, **kwargs)
     if config.data.dataset in data.TOYS:  # toy points are used as drawn, never scaled
         return x, nfe
@@ -187,7 +151,7 @@ def check_data(config, splits):
                          world_size=shard.world_size)
 
 
-def dry_run_sampler(config, sde, eps, model):
+def dry_run_sampler(config, sde, model):
     """One real step of the configured sampler with the network, on a two-sample batch (eager, whatever
     sampling.compile says), so that a setting which would fail at the first snapshot fails now."""
     s = config.sampling
@@ -197,7 +161,7 @@ def dry_run_sampler(config, sde, eps, model):
     try:
         with preflight.knobs(f"config.sampling (method {s.method!r})"):
             SAMPLERS[s.method](sde, preflight.stop_after(score_fn, one_step), sample_shape(config, 2),
-                               eps=eps, generator=torch.Generator(device()).manual_seed(0), device=device(),
+                               generator=torch.Generator(device()).manual_seed(0), device=device(),
                                **kwargs)
     except preflight.DryRunDone:
         pass
@@ -213,10 +177,10 @@ def dry_run_likelihood(config, sde, model):
 
 
 def prepare_training(config):
-    """(sde, eps, state, loss_fn, eval_loss_fn), each built from the config and tried once: values,
+    """(sde, state, loss_fn, eval_loss_fn), each built from the config and tried once: values,
     network, loss, data and the snapshot sampler. Writes nothing; a bad setting is a ConfigError."""
     preflight.check_values(config, "train", distributed.shard().world_size)
-    sde, eps = build_sde(config)
+    sde = build_sde(config)
     with preflight.knobs("config.model"):
         state = build_state(config, parallel=True)
     with preflight.knobs("config.training"):
@@ -226,8 +190,8 @@ def prepare_training(config):
     check_loss(config, state, eval_loss_fn)
     check_data(config, ("train", "test"))
     if config.training.snapshot_sampling:
-        dry_run_sampler(config, sde, eps, state.model)
-    return sde, eps, state, loss_fn, eval_loss_fn
+        dry_run_sampler(config, sde, state.model)
+    return sde, state, loss_fn, eval_loss_fn
 
 
 # ---- workdir ----
@@ -256,37 +220,15 @@ def checkpoint_identity(path, step):
     return dict(path=str(path), step=int(step), bytes=path.stat().st_size, sha256=digest.hexdigest())
 
 
-def meta_checkpoint(workdir):
-    return Path(workdir) / "checkpoints-meta" / "checkpoint.pth"
-
-
-def latest_checkpoint(workdir):
-    """The newest checkpoints/checkpoint_<n>.pth, else the resume point; FileNotFoundError if neither."""
-    workdir = Path(workdir)
-    numbered = sorted(workdir.glob("checkpoints/checkpoint_*.pth"),
-                      key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
-    if numbered:
-        return numbered[-1]
-    if meta_checkpoint(workdir).is_file():
-        return meta_checkpoint(workdir)
-    raise FileNotFoundError(f"no checkpoint in {workdir}: train first (--mode train) or pass --checkpoint")
-
-
 def load_trained_state(config, workdir, checkpoint=None):
     """(TrainState, path) from our checkpoint (the latest in workdir, or `checkpoint`; written on any kind
     of device), or from a checkpoint of the original implementation (a dict with 'model' and 'ema' in its
     format: the optimizer state stays fresh)."""
     path = Path(checkpoint) if checkpoint else latest_checkpoint(workdir)
-    state = build_state(config)
-    try:
-        raw = safe_torch_load(path)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
-        raw = None  # missing or unreadable: restore_checkpoint below says so, naming the file
-    if raw is not None and is_reference_format(raw):
-        state.ema = load_reference_checkpoint(raw, config, model=state.model).ema
-    else:  # ours; restore_checkpoint names a missing or unreadable file
-        state = training.restore_checkpoint(path, state, with_rng=False)
-    return state, path
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return training.load_into(training.read_checkpoint(path), build_state(config), path, with_rng=False,
+                              original_ok=True), path
 
 
 def load_for_inference(config, workdir, checkpoint=None):
@@ -362,14 +304,14 @@ def train(config, workdir, allow_config_change=False):
     (config.training.batch_size in all) through DistributedDataParallel; rank 0 alone writes.
     """
     workdir = Path(workdir)
-    sde, eps, state, loss_fn, eval_loss_fn = prepare_training(config)
+    sde, state, loss_fn, eval_loss_fn = prepare_training(config)
     preflight.check_workdir_writable(workdir)
     with workdir_lock(workdir, "train"):
         _resume(config, workdir, state, allow_config_change)
         accelerate(config, state.model)
         logger = Logger(config, workdir) if distributed.is_main() else SilentLogger()
         try:
-            _train_loop(config, workdir, sde, eps, state, loss_fn, eval_loss_fn, logger)
+            _train_loop(config, workdir, sde, state, loss_fn, eval_loss_fn, logger)
         finally:
             logger.close()
     distributed.barrier()  # the other ranks wait for rank 0's last checkpoint
@@ -411,7 +353,7 @@ def _start_segment(config, split, step):
     return data.batches(config, split, generator=gen, rank=shard.rank, world_size=shard.world_size)
 
 
-def _train_loop(config, workdir, sde, eps, state, loss_fn, eval_loss_fn, logger):
+def _train_loop(config, workdir, sde, state, loss_fn, eval_loss_fn, logger):
     t, shard = config.training, distributed.shard()
     eval_gen = torch.Generator(device()).manual_seed(config.seed + 1)
     eval_batches = data.batches(config, "test", generator=torch.Generator(device()).manual_seed(config.seed),
@@ -429,7 +371,7 @@ def _train_loop(config, workdir, sde, eps, state, loss_fn, eval_loss_fn, logger)
                     _eval_loss(state, next(eval_batches), eval_loss_fn, eval_gen, logger)
                 if _checkpoint_due(config, state.step):
                     monitor.check(state)  # nothing non-finite is ever written
-                    resumed_from = _write_checkpoints(config, workdir, sde, eps, state, logger, resumed_from)
+                    resumed_from = _write_checkpoints(config, workdir, sde, state, logger, resumed_from)
                     if resumed_from == state.step:
                         break  # reseed the data stream at every resume point
     except training.TrainingDiverged as error:
@@ -482,7 +424,7 @@ def _checkpoint_due(config, step):
     return _resume_point_due(config, step) or _snapshot_due(config, step)
 
 
-def _write_checkpoints(config, workdir, sde, eps, state, logger, resumed_from):
+def _write_checkpoints(config, workdir, sde, state, logger, resumed_from):
     """The resume point (when due) first, as the original: a run killed while snapshot samples are drawn
     resumes from this step. Then the numbered checkpoint and its samples (when due). Returns the step of
     the latest resume point (None if none yet)."""
@@ -491,11 +433,11 @@ def _write_checkpoints(config, workdir, sde, eps, state, logger, resumed_from):
             training.save_checkpoint(meta_checkpoint(workdir), state)
         resumed_from = state.step
     if _snapshot_due(config, state.step):
-        _snapshot(config, workdir, sde, eps, state, logger)
+        _snapshot(config, workdir, sde, state, logger)
     return resumed_from
 
 
-def _snapshot(config, workdir, sde, eps, state, logger):
+def _snapshot(config, workdir, sde, state, logger):
     """On rank 0: a numbered checkpoint and, if configured, samples drawn with the EMA weights."""
     if not distributed.is_main():
         return
@@ -505,7 +447,7 @@ def _snapshot(config, workdir, sde, eps, state, logger):
         return
     gen = torch.Generator(device()).manual_seed(config.seed + state.step)
     with state.ema.average_parameters(state.model):
-        samples, _ = draw_samples(config, sde, eps, state.model, _snapshot_size(config), gen, progress=False)
+        samples, _ = draw_samples(config, sde, state.model, _snapshot_size(config), gen, progress=False)
     bad = count_non_finite(samples)
     if bad:  # the weights are finite (checked), but their samples are not: worth a word, not a stop
         logging.warning("step %d: %d of %d snapshot samples are not finite", state.step, bad, len(samples))
@@ -544,14 +486,14 @@ def sample(config, workdir, checkpoint=None):
     writes a PNG and an .npz of them all, with what produced them. Non-finite samples are refused."""
     workdir = Path(workdir)
     preflight.check_values(config, "sample", distributed.shard().world_size)
-    sde, eps = build_sde(config)
+    sde = build_sde(config)
     state, path = load_trained_state(config, workdir, checkpoint)
     model = inference_model(state)
     check_network(config, sde, model)
-    dry_run_sampler(config, sde, eps, model)
+    dry_run_sampler(config, sde, model)
     preflight.check_workdir_writable(workdir)
     num = _per_rank(config.eval.batch_size, "eval.batch_size")
-    samples, nfe = draw_samples(config, sde, eps, model, num, rank_generator(config),
+    samples, nfe = draw_samples(config, sde, model, num, rank_generator(config),
                                 progress=distributed.is_main())
     samples = torch.cat([part.to(samples.device) for part in distributed.gather(samples.cpu())])
     if not distributed.is_main():
@@ -561,7 +503,7 @@ def sample(config, workdir, checkpoint=None):
     save_samples_png(out / "sample.png", samples, reference=_reference_points(config, len(samples)))
     atomic_write(out / "samples.npz", lambda f: np.savez_compressed(f, samples=samples.cpu().numpy()))
     produced_by = dict(checkpoint=checkpoint_identity(path, state.step),
-                       sampler=sampler_settings(config, eps), num_samples=len(samples), nfe=nfe)
+                       sampler=sampler_settings(config, sde), num_samples=len(samples), nfe=nfe)
     quality = toy_sample_quality(config, samples)
     write_json_atomic(out / "samples.json", dict(quality or {}, produced_by=produced_by))
     print(f"{len(samples)} samples from {path} ({nfe} score evaluations) -> {out}")
@@ -571,15 +513,15 @@ def sample(config, workdir, checkpoint=None):
     return samples
 
 
-def sampler_settings(config, eps):
+def sampler_settings(config, sde):
     """What the samples depend on besides the weights: the SDE, the sampler and its knobs, eps, the seed."""
     m, name = config.model, str(config.training.sde).lower()
     knobs = ("sigma_min", "sigma_max") if name == "vesde" else ("beta_min", "beta_max")
-    o = preflight.objective_knobs(config)
+    o = objective_knobs(config)
     return dict(sde=name, num_scales=m.num_scales, continuous=config.training.continuous,
                 **{knob: m[knob] for knob in knobs}, preconditioning=o["preconditioning"],
-                sigma_data=o["sigma_data"], method=config.sampling.method, eps=eps, seed=config.seed,
-                **sampler_kwargs(config))
+                sigma_data=o["sigma_data"], method=config.sampling.method, eps=sde.sampling_eps,
+                seed=config.seed, **sampler_kwargs(config))
 
 
 def toy_sample_quality(config, samples):
@@ -602,7 +544,7 @@ def likelihood(config, workdir, checkpoint=None):
     workdir = Path(workdir)
     e = config.eval
     preflight.check_values(config, "likelihood")
-    sde, _ = build_sde(config)
+    sde = build_sde(config)
     state, path = load_trained_state(config, workdir, checkpoint)
     model = inference_model(state)
     check_network(config, sde, model)
@@ -616,7 +558,7 @@ def likelihood(config, workdir, checkpoint=None):
     for batch in tqdm(batches, desc="likelihood", unit="batch", disable=not distributed.is_main()):
         points.append(batch)
         with acceleration.autocast(device(), e.bpd_precision):
-            logp, _, _ = log_likelihood(sde, score_fn, batch, eps=1e-5, generator=gen)
+            logp, _, _ = log_likelihood(sde, score_fn, batch, generator=gen)
         values.append(logp if toy else bits_per_dim(logp, batch.shape, centered=config.data.centered))
     # Rank r evaluated items r, r + world_size, ... of the split: interleaving restores the split's order.
     values = distributed.interleave(distributed.gather(torch.cat(values).double().cpu()))
@@ -727,7 +669,7 @@ def prepare_evaluation(config, workdir):
     without sampling."""
     preflight.check_values(config, "eval", distributed.shard().world_size)
     e = config.eval
-    sde, eps = build_sde(config)
+    sde = build_sde(config)
     with preflight.knobs("config.model"):
         state = build_state(config)
     check_network(config, sde, state.model)
@@ -741,7 +683,7 @@ def prepare_evaluation(config, workdir):
         _likelihood_batches(config)  # opens the data
     if not e.enable_sampling:
         return None
-    dry_run_sampler(config, sde, eps, state.model)
+    dry_run_sampler(config, sde, state.model)
     if config.data.dataset in data.TOYS:
         return None
     return feature_network(config), evaluation.load_statistics(stats_path(config, workdir))
@@ -823,34 +765,33 @@ def _part_settings(config, name):
         t = config.training
         return dict(sde=str(t.sde).lower(), continuous=t.continuous, reduce_mean=t.reduce_mean,
                     likelihood_weighting=t.likelihood_weighting, batch_size=e.batch_size, seed=config.seed,
-                    dataset=config.data.dataset, **preflight.objective_knobs(config))
+                    dataset=config.data.dataset, **objective_knobs(config))
     if name == "likelihood":
         return likelihood_settings(config)
     if name == "bound":
         return dict(likelihood_settings(config), num_times=e.bound_num_times,
                     quantity="pixels" if config.data.dataset not in data.TOYS else "p_eps")
-    _, eps = build_sde(config)
-    return dict(_round_settings(config, eps), num_samples=e.num_samples)
+    return dict(_round_settings(config, build_sde(config)), num_samples=e.num_samples)
 
 
-def _round_settings(config, eps):
+def _round_settings(config, sde):
     """What a round of evaluation samples depends on besides the checkpoint and its index and size."""
     e = config.eval
     judge = None if config.data.dataset in data.TOYS else dict(
         features=e.features, weights=e.inception_weights if e.features == "inception" else e.mnist_classifier)
-    return dict(sampler=sampler_settings(config, eps), round_size=e.batch_size, judge=judge)
+    return dict(sampler=sampler_settings(config, sde), round_size=e.batch_size, judge=judge)
 
 
 def _sample_quality(config, number, model, identity, folder, judge):
     """eval.num_samples samples in rounds of eval.batch_size (split over the ranks): FID / KID / IS against
     the reference statistics for images, the exact mean log-density for toys."""
     toy = config.data.dataset in data.TOYS
-    sde, eps = build_sde(config)
+    sde = build_sde(config)
 
     def draw_round(index, size):
         gen = torch.Generator(device()).manual_seed(evaluation.round_seed(config.seed, number, index) * 7919
                                                      + distributed.shard().rank)
-        samples, nfe = draw_samples(config, sde, eps, model, _per_rank(size, "each round's size"), gen,
+        samples, nfe = draw_samples(config, sde, model, _per_rank(size, "each round's size"), gen,
                                     progress=False)
         require_finite(samples, f"samples of round {index} (checkpoint {number})")
         arrays = dict(samples=samples.cpu().numpy()) if toy else _round_arrays(samples, judge[0])
@@ -858,7 +799,7 @@ def _sample_quality(config, number, model, identity, folder, judge):
         parts = distributed.gather(arrays)
         return {name: np.concatenate([p[name] for p in parts]) for name in arrays}
 
-    signature = _as_json(dict(checkpoint=identity, **_round_settings(config, eps)))
+    signature = _as_json(dict(checkpoint=identity, **_round_settings(config, sde)))
     rounds = evaluation.sample_rounds(draw_round, config.eval.num_samples, config.eval.batch_size, folder,
                                       signature, main=distributed.is_main(), progress=distributed.is_main())
     if toy:
@@ -879,16 +820,16 @@ def _bound(config, model, folder):
     −log P of the pixels (the reconstruction term included); for toys, nats of a bound on the model's
     −log p_eps; mean ± standard error. The per-item values, in the split's order, go to
     folder/bound_values.npz, so that two checkpoints can be compared item by item (a paired difference)."""
-    sde, _ = build_sde(config)
+    sde = build_sde(config)
     score_fn = model_score_fn(config, sde, model)
     toy, values, gen = config.data.dataset in data.TOYS, [], rank_generator(config)
     num_times, low = config.eval.bound_num_times, -1.0 if config.data.centered else 0.0
     for batch in tqdm(_likelihood_batches(config), desc="bound", unit="batch",
                       disable=not distributed.is_main()):
         if toy:
-            values.append(dsm_bound(sde, score_fn, batch, eps=1e-5, num_times=num_times, generator=gen))
+            values.append(dsm_bound(sde, score_fn, batch, num_times=num_times, generator=gen))
         else:
-            nats = discrete_bound(sde, score_fn, batch, eps=1e-5, num_times=num_times, low=low, high=1.0,
+            nats = discrete_bound(sde, score_fn, batch, num_times=num_times, low=low, high=1.0,
                                   generator=gen)
             values.append(nats / (batch[0].numel() * math.log(2)))
     values = distributed.interleave(distributed.gather(torch.cat(values).detach().double().cpu()))
@@ -945,7 +886,7 @@ def stats(config, workdir, checkpoint=None):
 def _test_loss(config, state):
     """The EMA weights' loss over the test split, as the original's evaluation; NonFiniteResult if it is not
     finite."""
-    sde, _ = build_sde(config)
+    sde = build_sde(config)
     loss_fn = training.make_loss(sde, **loss_kwargs(config, train=False))
     gen = torch.Generator(device()).manual_seed(config.seed)
     shard = distributed.shard()

@@ -53,7 +53,7 @@ import run_lib  # noqa: E402
 from score_sde import data  # noqa: E402
 from score_sde import train as training  # noqa: E402
 from score_sde.models import ExponentialMovingAverage, create_model  # noqa: E402
-from score_sde.plots import loglog_png  # noqa: E402
+from score_sde.plots import NO_PLOT, have_matplotlib, loglog_png  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
 TRAIN_IMAGES = 5000
@@ -230,7 +230,7 @@ def main():
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # true fp32 rows
     config = small_config(args)
-    sde, _ = run_lib.build_sde(config)
+    sde = run_lib.build_sde(config)
     train_images, held_images = load_images(config, device)
     held_images = held_images[:args.heldout]
     order_gen = torch.Generator().manual_seed(config.seed)
@@ -246,7 +246,9 @@ def main():
         print(f"{precision}: {args.steps} steps in {seconds[precision]:.1f} s", flush=True)
     tail, held_rows = compare_tail(losses), compare_held_out(held)
     agree = print_summary(tail, held_rows, seconds)
-    plot(args.png, losses)
+    plotted = have_matplotlib()
+    if plotted:
+        plot(args.png, losses)
     out = args.out or ROOT / "benchmarks" / "results" / f"bf16_parity_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(date=datetime.date.today().isoformat(), device=device_name(device), torch=torch.__version__,
@@ -259,7 +261,7 @@ def main():
                   held_out_batches={k: v.tolist() for k, v in held.items()},
                   losses={k: v.tolist() for k, v in losses.items()})
     out.write_text(json.dumps(result, indent=2))
-    print(f"-> {out}; {args.png}")
+    print(f"-> {out}; {args.png if plotted else NO_PLOT}")
     return 0 if agree else 1
 
 

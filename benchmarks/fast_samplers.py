@@ -46,16 +46,17 @@ from pathlib import Path
 
 import torch
 
-from score_sde.analytic import GaussianMixture
+from score_sde.analytic import two_mode_mixture
+from score_sde.analytic import upper_mode_weight as mode_weight
 from score_sde.metrics import sliced_w2, unit_directions
-from score_sde.plots import loglog_png
+from score_sde.plots import NO_PLOT, have_matplotlib, loglog_png
 from score_sde.sampling import ode_sample, pc_sample
 from score_sde.sampling.fast import fast_sample
 from score_sde.sampling.schedules import SCHEDULES
 from score_sde.sampling.solvers import SOLVERS, STOCHASTIC
 from score_sde.sde import VESDE, VPSDE, expand_to, subVPSDE
 
-MIX = GaussianMixture(weights=[0.2, 0.8], means=[[-5.0, -5.0], [5.0, 5.0]], stds=[1.0, 1.0])
+MIX = two_mode_mixture()
 TRUE_MODE_WEIGHT = 0.8
 DTYPE = torch.float64
 SDES = ((VPSDE, 1e-3), (subVPSDE, 1e-3), (VESDE, 1e-5))  # (SDE class, eps of every sampler on it)
@@ -83,11 +84,6 @@ class Setup:
 
 def generator(seed):
     return torch.Generator().manual_seed(seed)
-
-
-def mode_weight(x):
-    """Fraction of the points x [B, 2] on the (5, 5) side of the line x1 + x2 = 0."""
-    return (x[:, 0] + x[:, 1] > 0).to(DTYPE).mean().item()
 
 
 def exact_p_T_samples(sde, num, g):
@@ -176,7 +172,8 @@ def baseline_rows(sde_cls, eps, setup, flow):
     score_fn, rows = MIX.score_fn(sde), []
     for predictor, corrector in PC_SAMPLERS:
         x, nfe, seconds = timed(pc_sample, sde, score_fn, (setup.num, 2), predictor=predictor,
-                                corrector=corrector, eps=eps, generator=generator(setup.seed), dtype=DTYPE)
+                                corrector=corrector, eps=eps, denoise=True, generator=generator(setup.seed),
+                                dtype=DTYPE)
         rows.append(dict(sde=sde_cls.__name__, eps=eps, sampler=f"pc:{predictor}+{corrector}", N=PC_LEVELS,
                          snr=PC_SNR, source="prior", nfe=nfe, seconds=seconds, **prior_metrics(x, setup)))
     for z in (None, flow[0]):
@@ -369,8 +366,11 @@ def main():
                     sw2_noise_floor=floor, true_mode_weight=TRUE_MODE_WEIGHT, total_seconds=seconds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(metadata=metadata, rows=rows), indent=2) + "\n")
-    write_png(rows, args.png)
-    print(f"\nwrote {args.out} and {args.png} in {seconds:.0f} s")
+    if have_matplotlib():
+        write_png(rows, args.png)
+        print(f"\nwrote {args.out} and {args.png} in {seconds:.0f} s")
+    else:
+        print(f"\nwrote {args.out} in {seconds:.0f} s; {NO_PLOT}")
 
 
 if __name__ == "__main__":

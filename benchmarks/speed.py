@@ -39,7 +39,8 @@ import run_lib  # noqa: E402
 from configs import load_config  # noqa: E402
 from score_sde import train as training  # noqa: E402
 from score_sde.acceleration import autocast, compile_in_place  # noqa: E402
-from score_sde.likelihood import bits_per_dim, dequantize, log_likelihood  # noqa: E402
+from score_sde.data import get_data_scaler, uniform_dequantize  # noqa: E402
+from score_sde.likelihood import bits_per_dim, log_likelihood  # noqa: E402
 from score_sde.models import create_model, get_score_fn  # noqa: E402
 from score_sde.models.score_fn import noise_labels  # noqa: E402
 from score_sde.sampling import pc_sample  # noqa: E402
@@ -130,7 +131,7 @@ def train_speed(config, device, precision, compile_mode, iters):
     config.training.compile = compile_mode
     state = run_lib.build_state(config)
     run_lib.accelerate(config, state.model)
-    sde, _ = run_lib.build_sde(config)
+    sde = run_lib.build_sde(config)
     loss_fn = training.make_loss(sde, **run_lib.loss_kwargs(config, train=True))
     batch = random_batch(config, device, torch.Generator(device).manual_seed(0))
     o = config.optim
@@ -168,7 +169,7 @@ def pc_speed(model, config, device, precision, levels, eval_ms):
     """ms per PC level with the config's predictor and corrector over `levels` levels (a short run of the
     same per-level work), and how much of it is not network evaluation."""
     config.model.num_scales = levels
-    sde, _ = run_lib.build_sde(config)
+    sde = run_lib.build_sde(config)
     score_fn = get_score_fn(sde, model, continuous=config.training.continuous)
     s = config.sampling
     shape = run_lib.sample_shape(config, config.training.batch_size)
@@ -178,7 +179,8 @@ def pc_speed(model, config, device, precision, levels, eval_ms):
     def sample():
         with torch.no_grad(), autocast(device, precision):
             nfe.append(pc_sample(sde, score_fn, shape, s.predictor, s.corrector, s.snr, s.n_steps_each,
-                                 generator=torch.Generator(device).manual_seed(2), device=device)[1])
+                                 denoise=s.noise_removal, generator=torch.Generator(device).manual_seed(2),
+                                 device=device)[1])
 
     seconds, _ = timed(sample, device, iters=1, warmup=1)
     evaluations = nfe[-1] / levels
@@ -194,7 +196,7 @@ def likelihood_speed(model, config, sde, device, precision, rtol, warm_up):
     gen = torch.Generator(device).manual_seed(3)
     pixels = torch.randint(0, 256, run_lib.sample_shape(config, config.training.batch_size), device=device,
                            generator=gen)
-    x = dequantize(pixels, config.data.centered, generator=gen)
+    x = get_data_scaler(config.data.centered)(uniform_dequantize(pixels.float() / 255, generator=gen))
 
     def measure(tolerance):
         with autocast(device, precision):
@@ -243,7 +245,7 @@ def measure_network(label, name, args, device, budget, first):
             continue
         row[f"train_{key}"] = train_speed(fresh(), device, precision, mode, args.iters)
         print(f"  {label}: training {key}: {row[f'train_{key}']}", flush=True)
-    sde, _ = run_lib.build_sde(config)
+    sde = run_lib.build_sde(config)
     eager = network(config, device)
     row["eval_fp32"] = eval_speed(eager, config, sde, device, "fp32", args.iters)
     row["pc_fp32"] = pc_speed(eager, fresh(), device, "fp32", args.levels,

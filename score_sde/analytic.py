@@ -85,3 +85,14 @@ class GaussianMixture:
             return self.perturbed_score(x, *sde.marginal_coefficients(t))
 
         return score_fn
+
+
+def two_mode_mixture(dim: int = 2) -> GaussianMixture:
+    """0.2·N(−5·1, I) + 0.8·N(5·1, I) in `dim` dimensions: the toy data, and the mixture of the demo, the
+    tests and the benchmarks, whose exact answers they check samplers and likelihoods against."""
+    return GaussianMixture(weights=[0.2, 0.8], means=[[-5.0] * dim, [5.0] * dim], stds=[1.0, 1.0])
+
+
+def upper_mode_weight(x: torch.Tensor) -> float:
+    """The fraction of the points x [B, d] on the heavier mode's side (Σ x > 0) of two_mode_mixture."""
+    return (x.flatten(1).sum(1) > 0).double().mean().item()

@@ -21,12 +21,14 @@ from score_sde.sde import expand_to, randn_like
 from score_sde.time_sampling import importance_time
 
 
-def dsm_bound(sde, score_fn, x, eps=1e-5, num_times=1, generator=None):
+def dsm_bound(sde, score_fn, x, eps=None, num_times=1, generator=None):
     """An unbiased estimate of L_eps(x) [B] in nats, one per item of x [B, ...] (model space).
 
     The time integral is estimated with num_times draws of t from the importance density ∝ g²/s²
-    (time_sampling.importance_time), each with its own noise z; the prior term with one draw of x_T.
+    (time_sampling.importance_time), each with its own noise z; the prior term with one draw of x_T. eps
+    defaults to sde.likelihood_eps, where the PF-ODE likelihood starts.
     """
+    eps = sde.likelihood_eps if eps is None else eps
     if num_times < 1:
         raise ValueError(f"num_times must be a positive number of draws, got {num_times}")
     batch, dims = x.shape[0], x[0].numel()
@@ -49,7 +51,7 @@ def dsm_bound(sde, score_fn, x, eps=1e-5, num_times=1, generator=None):
     return total
 
 
-def reconstruction_term(sde, x, eps=1e-5, low=-1.0, high=1.0, num_bins=256, generator=None):
+def reconstruction_term(sde, x, eps=None, low=-1.0, high=1.0, num_bins=256, generator=None):
     """E[log q(x_eps | pixels) − log P(pixels | x_eps)] [B] in nats, one draw, for x [B, ...] a uniform
     dequantization of pixels in num_bins equal bins of [low, high] (model space).
 
@@ -59,6 +61,7 @@ def reconstruction_term(sde, x, eps=1e-5, low=-1.0, high=1.0, num_bins=256, gene
     telescopes to the same expression with lo = low, hi = high: its log is −log(m·w) inside the range, a
     little less near its ends, where no bin lies beyond.
     """
+    eps = sde.likelihood_eps if eps is None else eps
     t = torch.full((x.shape[0],), eps, dtype=torch.float64, device=x.device)
     m, s = (expand_to(c, x) for c in sde.marginal_coefficients(t))
     v = m * x.double() + s * randn_like(x.double(), generator)
@@ -69,7 +72,7 @@ def reconstruction_term(sde, x, eps=1e-5, low=-1.0, high=1.0, num_bins=256, gene
     return (inside - torch.log(m * width)).flatten(1).sum(1).to(x.dtype)
 
 
-def discrete_bound(sde, score_fn, x, eps=1e-5, num_times=1, low=-1.0, high=1.0, num_bins=256,
+def discrete_bound(sde, score_fn, x, eps=None, num_times=1, low=-1.0, high=1.0, num_bins=256,
                    generator=None):
     """An unbiased estimate [B] (nats) of an upper bound on −log P(pixels), for x [B, ...] a uniform
     dequantization of the pixels in model space: dsm_bound (the model's −log p_eps) plus the

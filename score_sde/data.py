@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from score_sde.analytic import GaussianMixture
+from score_sde.analytic import GaussianMixture, two_mode_mixture
+from score_sde.configs import num_channels
 from score_sde.distributed import ONE_PROCESS, Shard
 from score_sde.registry import lookup
 from score_sde.sde import expand_to
@@ -89,7 +90,7 @@ def toy_distribution(name: str, dim: int = 2) -> GaussianMixture | None:
     lookup(TOYS, name, "toy dataset")
     if name != "gaussian_mixture":
         return None
-    return GaussianMixture(weights=[0.2, 0.8], means=[[-5.0] * dim, [5.0] * dim], stds=[1.0, 1.0])
+    return two_mode_mixture(dim)
 
 
 def _gaussian_mixture(n, generator, device, dim):
@@ -542,15 +543,10 @@ def _index_stream(num_items, stop, batch_size, generator, shuffle, rank, world_s
         epoch += 1
 
 
-def _num_channels(data):
-    """The original's configs name the channel count data.num_channels; some only carry data.channels."""
-    return data.num_channels if "num_channels" in data else data.channels
-
-
 def dataset_from_config(config, split: str) -> Dataset:
     """image_dataset for config.data (dataset, root, image_size, num_channels, category, download)."""
     d = config.data
-    return image_dataset(d.dataset, d.get("root", DEFAULT_ROOT), split, d.image_size, _num_channels(d),
+    return image_dataset(d.dataset, d.get("root", DEFAULT_ROOT), split, d.image_size, num_channels(d),
                          category=d.get("category"), download=d.get("download", False))
 
 

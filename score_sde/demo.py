@@ -10,15 +10,11 @@ from pathlib import Path
 
 import torch
 
-from score_sde.analytic import GaussianMixture
+from score_sde.analytic import two_mode_mixture, upper_mode_weight
 from score_sde.likelihood import log_likelihood
-from score_sde.plots import scatter_png
+from score_sde.plots import NO_PLOT, have_matplotlib, scatter_png
 from score_sde.sampling import ode_sample, pc_sample
 from score_sde.sde import VPSDE
-
-
-def upper_mode_weight(x):
-    return (x.sum(1) > 0).double().mean().item()
 
 
 def timed(sampler, *args, **kwargs):
@@ -28,9 +24,9 @@ def timed(sampler, *args, **kwargs):
     return x, dict(mode_weight=upper_mode_weight(x), nfe=nfe, seconds=time.perf_counter() - start)
 
 
-def likelihood_report(sde, mixture, data, eps=1e-5):
+def likelihood_report(sde, mixture, data):
     """Mean log-likelihood (nats): exact, and by the ODE with the SDE's prior and with the exact p_T."""
-    score_fn, ones = mixture.score_fn(sde), torch.ones(len(data), dtype=data.dtype)
+    score_fn, ones, eps = mixture.score_fn(sde), torch.ones(len(data), dtype=data.dtype), sde.likelihood_eps
 
     def exact_p_T(z):
         return mixture.marginal_log_prob(sde, z, ones)
@@ -43,19 +39,22 @@ def likelihood_report(sde, mixture, data, eps=1e-5):
 
 
 def run(workdir, num_samples=2000, seed=0):
-    mixture = GaussianMixture(weights=[0.2, 0.8], means=[[-5.0, -5.0], [5.0, 5.0]], stds=[1.0, 1.0])
+    mixture = two_mode_mixture()
     sde = VPSDE()
     score_fn = mixture.score_fn(sde)
     gen = torch.Generator().manual_seed(seed)
     shape, report = (num_samples, 2), {"data_mode_weight": 0.8}
     pc, report["pc"] = timed(pc_sample, sde, score_fn, shape, "reverse_diffusion", "langevin", generator=gen,
-                             dtype=torch.float64, progress=True)
+                             denoise=True, dtype=torch.float64, progress=True)
     ode, report["ode"] = timed(ode_sample, sde, score_fn, shape, generator=gen, dtype=torch.float64)
     data = mixture.sample(num_samples, generator=gen)
     report["likelihood"] = likelihood_report(sde, mixture, data[:500])
     workdir.mkdir(parents=True, exist_ok=True)
-    scatter_png(workdir / "samples.png", {"data": data, "pc": pc, "ode": ode})
     (workdir / "report.json").write_text(json.dumps(report, indent=2))
+    if have_matplotlib():
+        scatter_png(workdir / "samples.png", {"data": data, "pc": pc, "ode": ode})
+    else:
+        print(NO_PLOT)
     return report
 
 

@@ -10,18 +10,15 @@ import torch
 from score_sde.registry import lookup
 from score_sde.sampling.ode import probability_flow_drift
 from score_sde.sampling.odeint import odeint
+from score_sde.sde import randn_like
 
 
 def rademacher_like(x, generator=None):
     return torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
 
 
-def gaussian_like(x, generator=None):
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-
-
 # Hutchinson's probe distributions; "exact" takes the full Jacobian trace instead.
-PROBES = {"rademacher": rademacher_like, "gaussian": gaussian_like, "exact": None}
+PROBES = {"rademacher": rademacher_like, "gaussian": randn_like, "exact": None}
 
 
 def exact_divergence(out, x):
@@ -48,14 +45,14 @@ def drift_and_divergence(drift_fn, x, t, probe=None):
     return drift.detach(), div.detach()
 
 
-def log_likelihood(sde, score_fn, x, eps=1e-5, rtol=1e-5, atol=1e-5, method="rk45", divergence="rademacher",
+def log_likelihood(sde, score_fn, x, eps=None, rtol=1e-5, atol=1e-5, method="rk45", divergence="rademacher",
                    prior_logp=None, generator=None, progress=False):
     """log p_eps(x) in nats through the probability-flow ODE.
 
     Args:
         sde, score_fn: the forward SDE and a score function (x [B, ...], t [B]) -> like x.
         x: [B, ...] points in model space (e.g. dequantized images scaled to [-1, 1]).
-        eps: the start time of the integration (the original's 1e-5).
+        eps: the start time of the integration (default: sde.likelihood_eps, the original's 1e-5).
         rtol, atol, method: the integrator's tolerances and name ("rk45" on the device, "scipy-rk45").
         divergence: "rademacher" or "gaussian" (Hutchinson, one probe per sample fixed along the path)
             or "exact" (full Jacobian trace, for small dimensions).
@@ -65,6 +62,7 @@ def log_likelihood(sde, score_fn, x, eps=1e-5, rtol=1e-5, atol=1e-5, method="rk4
         (logp [B] in nats, z [B, ...] the latent at T, nfe the number of score evaluations).
     """
     make_probe = lookup(PROBES, divergence, "divergence")
+    eps = sde.likelihood_eps if eps is None else eps
     if not 0 < eps < sde.T:
         raise ValueError(f"eps must lie in (0, {sde.T}), got {eps}")
     probe = make_probe(x, generator) if make_probe else None
@@ -95,8 +93,3 @@ def bits_per_dim(logp, x_shape, centered=True, num_bits=8):
     return -logp / (num_dims * math.log(2)) - log2_scale + num_bits
 
 
-def dequantize(pixels, centered=True, num_bits=8, generator=None, dtype=torch.float32):
-    """Uniformly dequantized model input (of `dtype`) from integer pixels [B, ...] in {0, ..., 2^b − 1}."""
-    noise = torch.rand(pixels.shape, generator=generator, device=pixels.device, dtype=dtype)
-    u = (pixels.to(dtype) + noise) / 2**num_bits
-    return 2 * u - 1 if centered else u

@@ -50,7 +50,7 @@ def weighted_dsm_losses(sde, score_fn, x, t, z, weight, reduce_mean=False):
     return _reduce((score + z / expand_to(std, x)) ** 2, reduce_mean) * weight
 
 
-def loss_weight(sde, t, weighting, eps=1e-5, sigma_data=0.5, edm_density=None):
+def loss_weight(sde, t, weighting, eps=None, sigma_data=0.5, edm_density=None):
     """w(t) [B] of the objective J_w, on the scale of ‖score + z/s‖²:
 
     - "score_matching": s(t)² (Song et al. 2021, the original's default);
@@ -61,6 +61,7 @@ def loss_weight(sde, t, weighting, eps=1e-5, sigma_data=0.5, edm_density=None):
       per-sample loss is EDM's own.
     """
     lookup(dict.fromkeys(WEIGHTINGS), weighting, "weighting")
+    eps = sde.likelihood_eps if eps is None else eps
     if weighting == "likelihood":
         return sde.sde(torch.zeros_like(t)[:, None], t)[1] ** 2
     m, s = sde.marginal_coefficients(t)
@@ -86,7 +87,7 @@ def ddpm_losses(sde, model_fn, x, labels, z, reduce_mean=False):
     return _reduce((model_fn(perturbed, labels) - z) ** 2, reduce_mean)
 
 
-def get_loss_fn(sde, continuous=True, reduce_mean=False, likelihood_weighting=False, eps=1e-5,
+def get_loss_fn(sde, continuous=True, reduce_mean=False, likelihood_weighting=False, eps=None,
                 t_sampling="uniform", weighting=None, lognormal_mean=-1.2, lognormal_std=1.2, sigma_data=0.5):
     """The training loss as a function loss_fn(fn, batch, generator=None, shard=ONE_PROCESS) -> scalar.
 
@@ -96,11 +97,14 @@ def get_loss_fn(sde, continuous=True, reduce_mean=False, likelihood_weighting=Fa
     "likelihood" if likelihood_weighting, the original's knob, else "score_matching"). Discrete: fn is the
     network (x, labels) with integer noise-level labels ~ U{0, ..., N − 1}: the SMLD loss for a VESDE (fn
     returns the score), the DDPM loss for a VPSDE (fn predicts the noise). Other SDEs have no discrete loss.
+    eps, the smallest training time, defaults to sde.likelihood_eps (the original's 1e-5): training covers
+    the times the likelihood integrates over.
 
     Under several processes, batch is this rank's shard of a global batch (score_sde.distributed): the times
     and noise are drawn for the global batch and sharded alike, so the ranks together draw what one process
     with the global batch draws.
     """
+    eps = sde.likelihood_eps if eps is None else eps
     if weighting is None:
         weighting = "likelihood" if likelihood_weighting else "score_matching"
     elif likelihood_weighting and weighting != "likelihood":

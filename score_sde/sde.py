@@ -35,6 +35,10 @@ class SDE(abc.ABC):
     """
 
     T = 1.0
+    # Where the samplers stop and where likelihoods (and the training loss's t) start, as in the original:
+    # the samplers and the likelihood read these when given no eps, so no caller retypes them.
+    sampling_eps = 1e-3
+    likelihood_eps = 1e-5
 
     def __init__(self, N: int):
         if isinstance(N, bool) or not isinstance(N, numbers.Integral) or N < 1:
@@ -242,6 +246,8 @@ class VESDE(SDE):
     As in the original code, the kernel std is σ(t) itself rather than √(σ(t)² − σ_min²): the data at
     t = 0 counts as already perturbed by σ_min, which keeps every formula exact and consistent.
     """
+
+    sampling_eps = 1e-5  # σ(eps) ≈ σ_min: VE samples stop at the smallest noise level (the original's choice)
 
     def __init__(self, sigma_min=0.01, sigma_max=50.0, N=1000):
         super().__init__(N)

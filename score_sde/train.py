@@ -18,7 +18,12 @@ from score_sde.distributed import ONE_PROCESS, Shard
 from score_sde.files import atomic_write
 from score_sde.losses import get_loss_fn
 from score_sde.models import ExponentialMovingAverage, get_model_fn, get_score_fn
-from score_sde.models.checkpoints import check_state_dict
+from score_sde.models.checkpoints import (
+    check_state_dict,
+    is_reference_format,
+    load_reference_checkpoint,
+    safe_torch_load,
+)
 from score_sde.registry import lookup
 from score_sde.sde import SDE
 
@@ -237,7 +242,7 @@ def check_train_state(state: TrainState, state_dict, with_rng: bool = True) -> N
 
 
 def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
-              likelihood_weighting: bool = False, eps: float = 1e-5, train: bool = True,
+              likelihood_weighting: bool = False, eps: float | None = None, train: bool = True,
               shard: Shard = ONE_PROCESS, preconditioning: str = "none", **objective):
     """The training objective as loss_fn(state, batch, generator=None) -> scalar, as the original's
     get_step_fn builds it: `get_loss_fn` applied to the network as a score function (continuous; see
@@ -246,7 +251,8 @@ def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
     Args:
         sde: the forward SDE; discrete training needs a VESDE (SMLD) or a VPSDE (DDPM).
         continuous, reduce_mean, likelihood_weighting, eps: `config.training.continuous`, `.reduce_mean`,
-            `.likelihood_weighting` and the smallest training time (the original's 1e-5).
+            `.likelihood_weighting` and the smallest training time (default: sde.likelihood_eps, the
+            original's 1e-5).
         train: run the network in train mode (dropout on), through state.ddp when there is one; evaluation
             uses train=False and the plain model.
         shard: which items of the global batch this process's batches are (score_sde.distributed).
@@ -358,16 +364,17 @@ def save_checkpoint(path: str | os.PathLike, state: TrainState) -> Path:
     return atomic_write(path, lambda f: torch.save(state_dict, f))
 
 
-def read_checkpoint(path: Path):
-    """The object stored at path, read with weights_only=True; ValueError naming the file if unreadable."""
+def read_checkpoint(path: str | os.PathLike):
+    """The object stored at path, ours or the original's, read once by safe_torch_load (weights only, plus
+    the numpy scalars the original's hold); ValueError naming the file if unreadable. Every checkpoint the
+    package opens is opened here."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return safe_torch_load(path)
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
     except pickle.UnpicklingError as error:
         raise ValueError(f"cannot read checkpoint {path}: it is corrupt, or holds objects other than "
-                         f"tensors, numbers and containers (an original-implementation checkpoint is read by "
-                         f"load_reference_checkpoint). Details: {error}") from error
+                         f"tensors, numbers and containers. Details: {error}") from error
     except Exception as error:  # torch.load reports a damaged file as RuntimeError, OSError, EOFError, ...
         raise ValueError(f"cannot read checkpoint {path} (corrupt or truncated?): "
                          f"{type(error).__name__}: {error}") from error
@@ -391,9 +398,19 @@ def restore_checkpoint(path: str | os.PathLike, state: TrainState, missing_ok: b
         if missing_ok:
             return state
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state_dict = read_checkpoint(path)
+    return load_into(read_checkpoint(path), state, path, with_rng)
+
+
+def load_into(checkpoint: Mapping, state: TrainState, path: Path, with_rng: bool = True,
+              original_ok: bool = False) -> TrainState:
+    """A read checkpoint into state: ours strictly (TrainState.load_state_dict), or with original_ok one of
+    the original implementation's (its network and EMA; the optimizer state stays fresh). ValueError naming
+    the file when it does not fit; state is then left as it was."""
+    if original_ok and is_reference_format(checkpoint):
+        state.ema = load_reference_checkpoint(checkpoint, model=state.model).ema
+        return state
     try:
-        state.load_state_dict(state_dict, with_rng)
+        state.load_state_dict(checkpoint, with_rng)
     except ValueError as error:
         raise ValueError(f"checkpoint {path} does not fit the training state: {error}") from error
     return state

@@ -5,7 +5,7 @@ import torch
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from score_sde.analytic import GaussianMixture
+from score_sde.analytic import two_mode_mixture
 from score_sde.sde import VESDE, VPSDE, subVPSDE
 
 WEIGHT = 0.8  # of the mode at (5, 5)
@@ -13,7 +13,7 @@ WEIGHT = 0.8  # of the mode at (5, 5)
 
 def two_modes():
     """0.2·N((−5, −5), I) + 0.8·N((5, 5), I), the issue's test mixture."""
-    return GaussianMixture(weights=[1 - WEIGHT, WEIGHT], means=[[-5.0, -5.0], [5.0, 5.0]], stds=[1.0, 1.0])
+    return two_mode_mixture()
 
 
 def all_sdes(N=1000):

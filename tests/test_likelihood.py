@@ -6,7 +6,8 @@ import torch
 from exact import all_sdes, sde_id, two_modes
 
 from score_sde.analytic import GaussianMixture
-from score_sde.likelihood import bits_per_dim, dequantize, log_likelihood
+from score_sde.data import get_data_scaler, uniform_dequantize
+from score_sde.likelihood import bits_per_dim, log_likelihood
 
 EPS = 1e-5
 MIX = two_modes()
@@ -76,7 +77,8 @@ def test_dequantized_bits_per_dim_bounds_the_discrete_probability(centered):
     low, width = (-1.0, 2.0) if centered else (0.0, 1.0)
     density = torch.distributions.Normal(torch.tensor(low + width / 2, dtype=torch.float64), 0.15 * width)
     pixels = torch.tensor([[40], [128], [200]]).repeat_interleave(20000, 0)
-    x = dequantize(pixels, centered=centered, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    u = uniform_dequantize(pixels.double() / 255, generator=torch.Generator().manual_seed(0))
+    x = get_data_scaler(centered)(u)
     assert x.min() >= low and x.max() <= low + width
     bpd = bits_per_dim(density.log_prob(x).sum(1), x.shape, centered=centered).reshape(3, -1).mean(1)
     edges = low + width * torch.tensor([[40, 41], [128, 129], [200, 201]], dtype=torch.float64) / 256

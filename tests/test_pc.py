@@ -14,6 +14,7 @@ MIX = two_modes()
 
 def sample(sde, predictor, corrector, num=NUM, seed=0, **kwargs):
     gen = torch.Generator().manual_seed(seed)
+    kwargs.setdefault("denoise", True)
     return pc_sample(sde, MIX.score_fn(sde), (num, 2), predictor, corrector, generator=gen,
                      dtype=torch.float64, **kwargs)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import ml_collections
 
+from score_sde.configs.default import get_default_configs
+
 CONFIG_DIR = Path(__file__).resolve().parent
 _NOT_EXPERIMENTS = {"default"}  # modules here that are not experiments (besides private "_*" ones)
 # The original score_sde's config paths (under its configs/, without .py) -> ours.
@@ -90,6 +92,35 @@ def load_config(name_or_path: str | Path) -> ml_collections.ConfigDict:
     if not isinstance(config, ml_collections.ConfigDict):
         raise ValueError(f"get_config() of {path} returned a {type(config).__name__}, not a ConfigDict")
     return config
+
+
+# Our objective knobs and their defaults (default.py): a config written for the original lacks them.
+OBJECTIVE_DEFAULTS = {"training.t_sampling": "uniform", "training.weighting": None,
+                      "training.lognormal_mean": -1.2, "training.lognormal_std": 1.2,
+                      "model.preconditioning": "none", "model.sigma_data": 0.5}
+
+
+def objective_knobs(config: ml_collections.ConfigDict) -> dict:
+    """{knob name: value} of OBJECTIVE_DEFAULTS's knobs, the defaults where the config lacks them."""
+    return {key.split(".")[1]: config[key.split(".")[0]].get(key.split(".")[1], default)
+            for key, default in OBJECTIVE_DEFAULTS.items()}
+
+
+def with_defaults(config: ml_collections.ConfigDict | dict) -> ml_collections.ConfigDict:
+    """config over default.py's knobs: a config written for the original (a checkpoint's config, say) gains
+    the knobs it lacks at their defaults; its values win, and its 'device' entry, a run's, is dropped."""
+    def merged(base: dict, over: dict) -> dict:
+        return {**base, **{key: merged(base[key], value) if isinstance(value, dict) and
+                           isinstance(base.get(key), dict) else value for key, value in over.items()}}
+
+    over = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    over.pop("device", None)
+    return ml_collections.ConfigDict(merged(get_default_configs().to_dict(), over))
+
+
+def num_channels(data: ml_collections.ConfigDict) -> int:
+    """The original's configs name the channel count data.num_channels; some only carry data.channels."""
+    return data.num_channels if "num_channels" in data else data.channels
 
 
 def check_override(config: ml_collections.ConfigDict, dotted_key: str) -> None:

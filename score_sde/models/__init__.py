@@ -4,6 +4,7 @@ loading of the original implementation's checkpoints.
 `create_model(config)` is the one adapter from `config.model` / `config.data` to the networks' explicit
 constructor arguments: each family has one small function below that reads the config.
 """
+from score_sde.configs import num_channels
 from score_sde.models.checkpoints import ReferenceCheckpoint as ReferenceCheckpoint
 from score_sde.models.checkpoints import load_reference_checkpoint as load_reference_checkpoint
 from score_sde.models.checkpoints import safe_torch_load as safe_torch_load
@@ -46,7 +47,7 @@ def _mlp(config):
     model.num_layers (3), model.embedding_type ('positional'), model.fourier_scale (16),
     model.scale_by_sigma (False)."""
     m, d = config.model, config.data
-    dim = d.get("dim") or _num_channels(d) * d.image_size**2  # toys have a dim, images C·H·W
+    dim = d.get("dim") or num_channels(d) * d.image_size**2  # toys have a dim, images C·H·W
     return MLP(dim=dim, hidden_dim=m.nf, num_layers=m.get("num_layers", 3),
                embedding_type=m.get("embedding_type", "positional"),
                fourier_scale=m.get("fourier_scale", 16.0), scale_by_sigma=m.get("scale_by_sigma", False),
@@ -63,11 +64,6 @@ def _ddpm(config):
                 **_sigmas_args(config))
 
 
-def _num_channels(data):
-    """The original's configs name the channel count data.num_channels; some only carry data.channels."""
-    return data.num_channels if "num_channels" in data else data.channels
-
-
 def _check_instance_norm_plus(config):
     """NCSN and NCSNv2 are built with InstanceNorm++, the only normalization their configs use."""
     if config.model.normalization != "InstanceNorm++":
@@ -79,7 +75,7 @@ def _ncsn(config):
     """NCSN v1 (models/ncsn.py): the conditional norms have one row per noise level, model.num_scales."""
     _check_instance_norm_plus(config)
     m = config.model
-    return NCSN(channels=_num_channels(config.data), nf=m.nf, num_scales=m.num_scales,
+    return NCSN(channels=num_channels(config.data), nf=m.nf, num_scales=m.num_scales,
                 centered=config.data.centered, nonlinearity=m.nonlinearity)
 
 
@@ -88,7 +84,7 @@ def _ncsnv2(config):
     _check_instance_norm_plus(config)
     m = config.model
     network = {"ncsnv2_64": NCSNv2, "ncsnv2_128": NCSNv2Deeper, "ncsnv2_256": NCSNv2Deepest}[m.name]
-    return network(channels=_num_channels(config.data), nf=m.nf, centered=config.data.centered,
+    return network(channels=num_channels(config.data), nf=m.nf, centered=config.data.centered,
                    nonlinearity=m.nonlinearity, **_sigmas_args(config))
 
 

@@ -12,7 +12,7 @@ DEFAULT_SCHEDULE = "logsnr"
 
 @torch.no_grad()  # a score function that needs gradients opens its own enable_grad
 def fast_sample(sde, score_fn, shape, solver: str = DEFAULT_SOLVER, steps: int = 20,
-                schedule: str = DEFAULT_SCHEDULE, eps: float = 1e-3, z=None, denoise: bool = False,
+                schedule: str = DEFAULT_SCHEDULE, eps: float | None = None, z=None, denoise: bool = False,
                 generator=None, device=None, dtype=torch.float32, progress: bool = False, callback=None,
                 **solver_options):
     """Samples in `steps` solver steps from T to eps (Lu et al. 2022; Karras et al. 2022; docs/fast_sampling).
@@ -26,9 +26,10 @@ def fast_sample(sde, score_fn, shape, solver: str = DEFAULT_SOLVER, steps: int =
         steps: solver steps. Most solvers evaluate the score once a step; "heun" and "heun_churn" twice.
         schedule: a name in schedules.SCHEDULES: "logsnr" (equal steps in λ), "uniform" (in t), "karras"
             (EDM's ρ = 7) or "quadratic".
-        eps: the last time of the grid (1e-3 for VP and sub-VP, 1e-5 for VE, as the PC sampler).
+        eps: the last time of the grid (default: sde.sampling_eps, 1e-3 for VP and sub-VP, 1e-5 for VE).
         z: optional starting points at T, [B, ...] (default: prior samples); its dtype and device are used.
-        denoise: finish with the data prediction x̂₀ at eps (Tweedie's formula): one more evaluation.
+        denoise: finish with the data prediction x̂₀ at eps (Tweedie's formula): one more evaluation. Off
+            by default, as in every sampler here.
         generator: a torch.Generator on the device, for the prior and the stochastic solvers' noise.
         callback: callback(step, x, x0_hat) after each solver step, x0_hat being the step's last data
             prediction; it costs no evaluation.
@@ -36,6 +37,7 @@ def fast_sample(sde, score_fn, shape, solver: str = DEFAULT_SOLVER, steps: int =
         (x [B, ...], nfe): the samples and the exact number of score evaluations.
     """
     solver_state = lookup(SOLVERS, solver, "solver")(**solver_options)
+    eps = sde.sampling_eps if eps is None else eps
     times = time_grid(sde, schedule, steps, eps)
     if z is None:
         z = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)

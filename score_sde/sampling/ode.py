@@ -17,7 +17,7 @@ def probability_flow_drift(sde, score_fn):
 
 
 @torch.no_grad()  # a score function that needs gradients opens its own enable_grad
-def ode_sample(sde, score_fn, shape, rtol=1e-5, atol=1e-5, method="rk45", eps=1e-3, z=None, denoise=False,
+def ode_sample(sde, score_fn, shape, rtol=1e-5, atol=1e-5, method="rk45", eps=None, z=None, denoise=False,
                generator=None, device=None, dtype=torch.float32, progress=False, callback=None):
     """Samples from the probability-flow ODE, solved adaptively from T to eps.
 
@@ -25,15 +25,17 @@ def ode_sample(sde, score_fn, shape, rtol=1e-5, atol=1e-5, method="rk45", eps=1e
         sde, score_fn: the forward SDE and a score function (x [B, ...], t [B]) -> like x.
         shape: [B, ...] of the samples.
         rtol, atol, method: the integrator's tolerances and its name ("rk45" on the device, "scipy-rk45").
-        eps: the time at which integration stops.
+        eps: the time at which integration stops (default: sde.sampling_eps).
         z: optional starting points at T, [B, ...] (default: prior samples); its dtype and device are used.
-        denoise: finish with one noise-free reverse-diffusion step at eps, as the original code does.
+        denoise: finish with one noise-free reverse-diffusion step at eps (one more evaluation), as the
+            original code does when asked; off by default, as in every sampler here.
         generator: a torch.Generator on `device`, for the prior samples.
         callback: callback(step, x, x0_hat) after each accepted step of the integrator (method "rk45"),
             x0_hat being the data prediction at x; it costs no evaluation.
     Returns:
         (x [B, ...], nfe): the samples and the number of score evaluations made.
     """
+    eps = sde.sampling_eps if eps is None else eps
     if not 0 < eps < sde.T:
         raise ValueError(f"eps must lie in (0, {sde.T}), got {eps}")
     if z is None:

@@ -32,7 +32,7 @@ def pc_step(predict, correct, use_predictor=True):
 
 @torch.no_grad()  # a score function that needs gradients opens its own enable_grad
 def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps=1,
-              probability_flow=False, denoise=True, eps=1e-3, generator=None, device=None,
+              probability_flow=False, denoise=False, eps=None, generator=None, device=None,
               dtype=torch.float32, progress=False, compile_mode=None, callback=None):
     """Draw samples by alternating a corrector and a predictor step on each of the SDE's N noise levels.
 
@@ -43,9 +43,11 @@ def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="la
         predictor, corrector: names in PREDICTORS / CORRECTORS; at least one must not be "none".
         snr, n_steps: the corrector's target signal-to-noise ratio and steps per noise level.
         probability_flow: predict along the probability-flow ODE instead of the reverse SDE.
-        denoise: return the last step's mean (no noise added at the end), as the original code does; with
-            predictor "none", the last corrector step's mean (the original returns the noisy sample there).
-        eps: the smallest time; the levels are linspace(T, eps, N).
+        denoise: return the last step's mean (no noise added at the end), as the original code does by
+            default; with predictor "none", the last corrector step's mean (the original returns the noisy
+            sample there). Off by default, as in every sampler here (docs/sde.md); the CLI's
+            sampling.noise_removal=True turns it on.
+        eps: the smallest time (default: sde.sampling_eps); the levels are linspace(T, eps, N).
         generator: a torch.Generator on `device`, for reproducible samples.
         compile_mode: None (eager) or a torch.compile mode (acceleration.COMPILE_MODES) for the step;
             "reduce-overhead" replays it as a CUDA graph on a GPU. Same samples, up to rounding.
@@ -54,6 +56,7 @@ def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="la
     Returns:
         (x [B, ...], nfe): the samples and the number of score evaluations made.
     """
+    eps = sde.sampling_eps if eps is None else eps
     if not 0 < eps < sde.T:
         raise ValueError(f"eps must lie in (0, {sde.T}), got {eps}")
     if predictor == "none" and corrector == "none":

@@ -1,0 +1,184 @@
+"""`score_sde.load`: a trained model from one of our checkpoints or workdirs, or one of the original's, ready
+to sample from a notebook (docs/api.md).
+
+This is the package's own edge: like run_lib (the CLI's modes), it turns a config into objects, and run_lib
+takes the SDE, the score function and the sampler's keyword arguments from here, so that the two agree.
+"""
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import torch
+from torch import nn
+
+from score_sde import configs, data
+from score_sde.models import create_model, get_score_fn
+from score_sde.models.checkpoints import is_reference_format, load_reference_checkpoint
+from score_sde.models.ema import ExponentialMovingAverage
+from score_sde.sampling import ode_sample, pc_sample
+from score_sde.sampling.fast import fast_sample
+from score_sde.sde import SDE, SDES, VESDE
+from score_sde.train import read_checkpoint
+
+SAMPLERS = {"pc": pc_sample, "ode": ode_sample, "fast": fast_sample}
+SOLVER_KNOBS = {"ddim": ("eta",), "heun_churn": ("churn",)}  # config.sampling knobs a fast solver takes
+
+
+def sde_from_config(config: ml_collections.ConfigDict) -> SDE:
+    """The training SDE of config.training.sde with config.model's coefficients and num_scales."""
+    name, m = str(config.training.sde).lower(), config.model
+    if name not in SDES:
+        raise ValueError(f"config.training.sde={config.training.sde!r}: expected one of {sorted(SDES)}")
+    if name == "vesde":
+        return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
+    return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
+
+
+def score_fn_from_config(config: ml_collections.ConfigDict, sde: SDE, model: nn.Module) -> Callable:
+    """The network (eval mode) as a score function, by the config's conventions (continuous time and
+    preconditioning)."""
+    knobs = configs.objective_knobs(config)
+    return get_score_fn(sde, model, continuous=config.training.continuous, train=False,
+                        preconditioning=knobs["preconditioning"], sigma_data=knobs["sigma_data"])
+
+
+def sampler_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """config.sampling's knobs as the keyword arguments of its method's sampler, in one place."""
+    s = config.sampling
+    if s.method != "pc" and s.compile is not None:
+        raise ValueError(f"sampling.compile={s.compile!r} compiles the PC sampler's step; sampling.method is "
+                         f"{s.method!r}: unset sampling.compile or use method 'pc'")
+    if s.method == "pc":
+        return dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each,
+                    probability_flow=s.probability_flow, denoise=s.noise_removal, compile_mode=s.compile)
+    if s.method == "ode":
+        return dict(denoise=s.noise_removal)
+    if s.method == "fast":
+        options = {knob: s[knob] for knob in SOLVER_KNOBS.get(s.solver, ())}
+        return dict(solver=s.solver, steps=s.steps, schedule=s.schedule, denoise=s.noise_removal, **options)
+    raise ValueError(f"unknown sampling.method {s.method!r}; expected one of {sorted(SAMPLERS)}")
+
+
+def sample_shape(config: ml_collections.ConfigDict, batch_size: int) -> tuple[int, ...]:
+    d = config.data
+    if d.dataset in data.TOYS:
+        return (batch_size, d.get("dim", 2))
+    return (batch_size, d.num_channels, d.image_size, d.image_size)
+
+
+def latest_checkpoint(workdir: str | Path) -> Path:
+    """The newest checkpoints/checkpoint_<n>.pth, else the resume point; FileNotFoundError if neither."""
+    workdir = Path(workdir)
+    numbered = sorted(workdir.glob("checkpoints/checkpoint_*.pth"),
+                      key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
+    if numbered:
+        return numbered[-1]
+    if meta_checkpoint(workdir).is_file():
+        return meta_checkpoint(workdir)
+    raise FileNotFoundError(f"no checkpoint in {workdir}: train first (--mode train) or pass --checkpoint")
+
+
+def meta_checkpoint(workdir: str | Path) -> Path:
+    return Path(workdir) / "checkpoints-meta" / "checkpoint.pth"
+
+
+def _config_for(path: Path, config) -> ml_collections.ConfigDict:
+    """config as given (a ConfigDict or dict, the original's included, or a name or file for
+    configs.load_config), else the config.json that training wrote in the checkpoint's workdir; knobs it
+    lacks take default.py's values."""
+    if isinstance(config, ml_collections.ConfigDict | dict):
+        return configs.with_defaults(config)
+    if config is not None:
+        return configs.load_config(config)
+    saved = path.parent.parent / "config.json"  # workdir/checkpoints*/<file>
+    if not saved.is_file():
+        raise FileNotFoundError(f"no config for {path}: {saved} is missing (a checkpoint of the original "
+                                "needs its config): pass config=NAME or a ConfigDict")
+    return configs.with_defaults(json.loads(saved.read_text()))
+
+
+def _ema_network(config, raw: dict, path: Path) -> tuple[nn.Module, int | None]:
+    """The network carrying the checkpoint's EMA weights (ours or the original's format), and its step."""
+    model = create_model(config)
+    if is_reference_format(raw):
+        reference = load_reference_checkpoint(raw, model=model)
+        reference.ema.copy_to(model)
+        return model, reference.step
+    missing = [key for key in ("model", "ema") if key not in raw]
+    if missing:
+        raise ValueError(f"{path} is not a score_sde checkpoint: it has no {missing}")
+    try:
+        model.load_state_dict(raw["model"], strict=True)
+        ema = ExponentialMovingAverage(model, config.model.ema_rate)
+        ema.load_state_dict(raw["ema"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise ValueError(f"{path} does not fit the config's network: {error}") from error
+    ema.copy_to(model)
+    return model, raw.get("step")
+
+
+@dataclass
+class ScoreModel:
+    """What `load` returns: the network with its EMA weights (eval mode), the SDE, the score function, the
+    data scalers, the config and the checkpoint it came from."""
+
+    config: ml_collections.ConfigDict
+    network: nn.Module
+    sde: SDE
+    score_fn: Callable
+    checkpoint: Path
+    step: int | None
+    device: torch.device
+
+    @property
+    def is_toy(self) -> bool:
+        return self.config.data.dataset in data.TOYS
+
+    def to_model_space(self, x: torch.Tensor) -> torch.Tensor:
+        """Data space ([0, 1] images; toy points as they are) -> the network's input range."""
+        return x if self.is_toy else data.get_data_scaler(self.config.data.centered)(x)
+
+    def to_data_space(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.is_toy else data.get_data_inverse_scaler(self.config.data.centered)(x)
+
+    @torch.no_grad()
+    def sample(self, n: int, method: str | None = None, generator: torch.Generator | None = None,
+               progress: bool = False, **options) -> torch.Tensor:
+        """n samples in data space by `method` ('pc', 'ode' or 'fast'; default the config's
+        sampling.method). The config's sampling knobs apply when method is the config's own, as in
+        --mode sample; `options` (the sampler's keyword arguments: steps=10, denoise=False, ...) override."""
+        method = method or self.config.sampling.method
+        if method not in SAMPLERS:
+            raise ValueError(f"unknown method {method!r}; expected one of {sorted(SAMPLERS)}")
+        kwargs = sampler_kwargs(self.config) if method == self.config.sampling.method else {}
+        kwargs.update(options)
+        x, _ = SAMPLERS[method](self.sde, self.score_fn, sample_shape(self.config, n), generator=generator,
+                                device=self.device, progress=progress, **kwargs)
+        return self.to_data_space(x)
+
+
+def load(path_or_workdir: str | Path, config: ml_collections.ConfigDict | str | None = None,
+         device: str | torch.device | None = None) -> ScoreModel:
+    """A trained model, ready to sample: `load("runs/x").sample(8)`.
+
+    Args:
+        path_or_workdir: a checkpoint file (ours, or the original's), or a workdir of --mode train (its
+            newest numbered checkpoint, else its resume point).
+        config: a ConfigDict, or a config name or file for configs.load_config (the original's config
+            paths too); default: the config.json beside the checkpoints, which training writes.
+        device: where the network runs (default: CUDA when available, else the CPU).
+    """
+    path = Path(path_or_workdir).expanduser()
+    path = latest_checkpoint(path) if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file or workdir at {path}")
+    config = _config_for(path, config)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    network, step = _ema_network(config, read_checkpoint(path), path)
+    network = network.to(device).eval()
+    sde = sde_from_config(config)
+    return ScoreModel(config, network, sde, score_fn_from_config(config, sde, network), path, step, device)
