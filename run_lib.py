@@ -17,7 +17,6 @@ import re
 import time
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -37,7 +36,7 @@ from score_sde.api import (
 )
 from score_sde.api import score_fn_from_config as model_score_fn
 from score_sde.bound import discrete_bound, dsm_bound
-from score_sde.configs import objective_knobs
+from score_sde.configs import num_channels, objective_knobs
 from score_sde.features import InceptionFeatures, MNISTFeatures, data_to_uint8, inception_weights
 from score_sde.files import atomic_write, exclusive_lock, save_npz_atomic, write_json_atomic
 from score_sde.likelihood import bits_per_dim, drift_and_divergence, log_likelihood
@@ -84,6 +83,34 @@ def loss_kwargs(config, train):
     return dict(continuous=t.continuous, reduce_mean=t.reduce_mean,
                 likelihood_weighting=t.likelihood_weighting, train=train, shard=distributed.shard(),
                 **objective_knobs(config))
+
+
+def dataset_options(config, split):
+    """config.data's image dataset as data.image_dataset's arguments, for a split ('train' or 'test')."""
+    d = config.data
+    return dict(name=d.dataset, root=d.get("root", data.DEFAULT_ROOT), split=split, image_size=d.image_size,
+                num_channels=num_channels(d), category=d.get("category"), download=d.get("download", False))
+
+
+def data_options(config, split, shard=distributed.ONE_PROCESS):
+    """data.batches' arguments for a split, but the generator and epochs: the dataset (config.data), this
+    rank's share of the batch size (config.training.batch_size for 'train', else config.eval.batch_size),
+    and for images the augmentation and scaling knobs (config.data)."""
+    d = config.data
+    options = dict(split=split, batch_size=_batch_share(config, split, shard.world_size), shard=shard)
+    if d.dataset in data.TOYS:
+        return options | dict(name=d.dataset, dim=d.get("dim", 2))
+    return options | dataset_options(config, split) | dict(
+        random_flip=d.random_flip, uniform_dequantization=d.uniform_dequantization, centered=d.centered,
+        num_workers=d.get("num_workers"))
+
+
+def _batch_share(config, split, world_size):
+    """This rank's share of config.training.batch_size (train) or config.eval.batch_size (test)."""
+    total = config.training.batch_size if split == "train" else config.eval.batch_size
+    if total % world_size:
+        raise ValueError(f"the {split} batch size {total} does not split evenly over {world_size} ranks")
+    return total // world_size
 
 
 def draw_samples(config, sde, model, batch_size, generator, progress=True):
@@ -147,8 +174,8 @@ def check_data(config, splits):
     shard = distributed.shard()
     for split in splits:
         with preflight.knobs("config.data"):
-            data.batches(config, split, generator=torch.Generator(device()).manual_seed(0), rank=shard.rank,
-                         world_size=shard.world_size)
+            data.batches(**data_options(config, split, shard),
+                         generator=torch.Generator(device()).manual_seed(0))
 
 
 def dry_run_sampler(config, sde, model):
@@ -350,14 +377,14 @@ def _start_segment(config, split, step):
     shard = distributed.shard()
     torch.manual_seed((config.seed * 1_000_003 + step) * 4099 + shard.rank)
     gen = torch.Generator(device()).manual_seed(config.seed * 1_000_003 + step)
-    return data.batches(config, split, generator=gen, rank=shard.rank, world_size=shard.world_size)
+    return data.batches(**data_options(config, split, shard), generator=gen)
 
 
 def _train_loop(config, workdir, sde, state, loss_fn, eval_loss_fn, logger):
     t, shard = config.training, distributed.shard()
     eval_gen = torch.Generator(device()).manual_seed(config.seed + 1)
-    eval_batches = data.batches(config, "test", generator=torch.Generator(device()).manual_seed(config.seed),
-                                rank=shard.rank, world_size=shard.world_size)
+    eval_batches = data.batches(**data_options(config, "test", shard),
+                                generator=torch.Generator(device()).manual_seed(config.seed))
     # (an endless stream: the evaluation loss is a running check, one batch every eval_freq steps)
     monitor = training.DivergenceMonitor(state.step, device())
     resumed_from = state.step if meta_checkpoint(workdir).is_file() else None
@@ -599,16 +626,14 @@ def _likelihood_batches(config):
     noise (the original made 5 over the test split). Toy data never end: one batch of fresh points per pass
     is the held-out set."""
     toy = config.data.dataset in data.TOYS
-    bpd_config = ml_collections.ConfigDict(config.to_dict())
-    bpd_config.data.uniform_dequantization = not toy
     shard = distributed.shard()
     split = "test" if config.eval.bpd_dataset == "test" else "train"
+    options = data_options(config, split, shard) | ({} if toy else dict(uniform_dequantization=True))
     limit = config.eval.get("bpd_num_items")  # checked by preflight.check_likelihood
 
     def one_pass(repeat):
         generator = torch.Generator(device()).manual_seed(config.seed + repeat)
-        batches = data.batches(bpd_config, split, generator=generator, rank=shard.rank,
-                               world_size=shard.world_size, epochs=1)
+        batches = data.batches(**options, generator=generator, epochs=1)
         if toy:
             return itertools.islice(batches, 1)
         if limit is None:
@@ -874,7 +899,8 @@ def stats(config, workdir, checkpoint=None):
     path = stats_path(config, workdir)
     if not distributed.is_main():  # one process reads the split; the others have nothing to do
         return path
-    batches = data.plain_batches(config, config.eval.stats_split, config.eval.batch_size)
+    dataset = data.image_dataset(**dataset_options(config, config.eval.stats_split))
+    batches = data.plain_batches(dataset, config.eval.batch_size)
     result = evaluation.dataset_statistics((data_to_uint8(b) for b in batches), feature_network(config),
                                            keep_features=config.eval.stats_features)
     save_npz_atomic(path, **result)
@@ -890,8 +916,7 @@ def _test_loss(config, state):
     loss_fn = training.make_loss(sde, **loss_kwargs(config, train=False))
     gen = torch.Generator(device()).manual_seed(config.seed)
     shard = distributed.shard()
-    batches = data.batches(config, "test", generator=gen, rank=shard.rank, world_size=shard.world_size,
-                           epochs=1)
+    batches = data.batches(**data_options(config, "test", shard), generator=gen, epochs=1)
     total, count = 0.0, 0
     for batch in tqdm(batches, desc="test loss", unit="batch", disable=not distributed.is_main()):
         # weighted by the batch size, so that a short last batch counts as much as its items

@@ -77,7 +77,7 @@ def small_config(args):
 
 def load_images(config, device):
     """(training images [5000, 1, 28, 28], held-out images [N, 1, 28, 28]) in model space on device."""
-    dataset = data.dataset_from_config(config, "test")
+    dataset = data.image_dataset(**run_lib.dataset_options(config, "test"))
     images = torch.stack([dataset[i][0] for i in range(len(dataset))])
     images = data.get_data_scaler(config.data.centered)(images).to(device)
     return images[:TRAIN_IMAGES], images[TRAIN_IMAGES:]

@@ -12,11 +12,20 @@ from exact import assert_matches_two_modes
 from PIL import Image
 from shared import require_mnist
 
+import run_lib
 from score_sde import data, distributed
 
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+def options(dataset="synthetic", image_size=8, num_channels=3, batch_size=16, **knobs):
+    """data.batches' plain arguments for a small dataset, but the split: no flip, scaling or dequantization
+    unless asked for."""
+    defaults = dict(random_flip=False, centered=False, uniform_dequantization=False)
+    return dict(name=dataset, batch_size=batch_size, image_size=image_size, num_channels=num_channels,
+                **(defaults | knobs))
 
 
 def make_config(dataset="synthetic", image_size=8, num_channels=3, batch_size=16, **data_kwargs):
@@ -262,15 +271,13 @@ def test_synthetic_dataset_is_deterministic_and_splits_differ():
 
 @pytest.mark.parametrize("centered", [True, False])
 def test_test_batches_are_the_scaled_dataset_in_order(centered):
-    config = make_config(centered=centered)
     images = synthetic_images("test")
-    got = torch.cat(list(data.batches(config, "test", epochs=1)))
+    got = torch.cat(list(data.batches(**options(centered=centered), split="test", epochs=1)))
     torch.testing.assert_close(got, data.get_data_scaler(centered)(images))
 
 
 def test_train_batches_are_full_shuffled_and_cover_an_epoch_once():
-    config = make_config(batch_size=48)
-    stream = list(data.batches(config, "train", generator=gen(), epochs=2))
+    stream = list(data.batches(**options(batch_size=48), split="train", generator=gen(), epochs=2))
     n = data.SYNTHETIC_SIZES["train"]
     assert len(stream) == 2 * (n // 48) and all(x.shape == (48, 3, 8, 8) for x in stream)
     first_epoch = torch.cat(stream[:n // 48])
@@ -280,10 +287,10 @@ def test_train_batches_are_full_shuffled_and_cover_an_epoch_once():
 
 
 def test_batches_are_deterministic_given_the_generator_seed():
-    config = make_config(random_flip=True, uniform_dequantization=True, centered=True)
+    knobs = options(random_flip=True, uniform_dequantization=True, centered=True)
 
     def take(seed, count=5):
-        stream = data.batches(config, "train", generator=gen(seed))
+        stream = data.batches(**knobs, split="train", generator=gen(seed))
         return torch.stack([next(stream) for _ in range(count)])
 
     assert torch.equal(take(0), take(0))
@@ -292,12 +299,12 @@ def test_batches_are_deterministic_given_the_generator_seed():
 
 
 def test_flip_only_in_training_and_dequantization_in_both():
-    config = make_config(random_flip=True, uniform_dequantization=True)
+    knobs = options(random_flip=True, uniform_dequantization=True)
     images = synthetic_images("test")
-    test = torch.cat(list(data.batches(config, "test", epochs=1)))
+    test = torch.cat(list(data.batches(**knobs, split="test", epochs=1)))
     assert torch.equal(torch.floor(test * 256), torch.round(images * 255))  # dequantized, never mirrored
-    config.data.uniform_dequantization = False
-    train = torch.cat(list(data.batches(config, "train", epochs=1)))
+    knobs["uniform_dequantization"] = False
+    train = torch.cat(list(data.batches(**knobs, split="train", epochs=1)))
     originals = as_rows(synthetic_images("train"))
     mirrored = sum(row not in originals for row in as_rows(train))
     assert 0 < mirrored < len(train)
@@ -306,8 +313,8 @@ def test_flip_only_in_training_and_dequantization_in_both():
 
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_two_ranks_get_disjoint_halves(split):
-    config = make_config()
-    shards = [torch.cat(list(data.batches(config, split, 16, gen(5), rank=rank, world_size=2, epochs=1)))
+    shards = [torch.cat(list(data.batches(**options(batch_size=16), split=split, generator=gen(5),
+                                          shard=distributed.Shard(rank, 2), epochs=1)))
               for rank in (0, 1)]
     rows = [as_rows(shard) for shard in shards]
     n = data.SYNTHETIC_SIZES[split]
@@ -315,11 +322,11 @@ def test_two_ranks_get_disjoint_halves(split):
     assert rows[0] | rows[1] == as_rows(synthetic_images(split))
 
 
-def test_batch_size_defaults_to_the_configs_share_per_rank():
+def test_batch_size_is_the_configs_share_per_rank():
     config = make_config(batch_size=32)
-    assert next(data.batches(config, "train", rank=1, world_size=2)).shape[0] == 16
+    assert next(data.batches(**run_lib.data_options(config, "train", distributed.Shard(1, 2)))).shape[0] == 16
     with pytest.raises(ValueError, match="evenly"):
-        data.batches(config, "train", world_size=3)
+        run_lib.data_options(config, "train", distributed.Shard(0, 3))
 
 
 def test_index_batches_shards_like_distributed_sampler_with_drop_last_and_keeps_all_without():
@@ -335,18 +342,16 @@ def test_index_batches_shards_like_distributed_sampler_with_drop_last_and_keeps_
 
 
 def test_worker_processes_give_the_same_stream():
-    config = make_config(random_flip=True, uniform_dequantization=True)
-    serial = list(data.batches(config, "train", generator=gen(), epochs=1))
-    config.data.num_workers = 2
-    assert torch.equal(torch.stack(list(data.batches(config, "train", generator=gen(), epochs=1))),
+    knobs = options(random_flip=True, uniform_dequantization=True, split="train")
+    serial = list(data.batches(**knobs, generator=gen(), epochs=1))
+    assert torch.equal(torch.stack(list(data.batches(**knobs, num_workers=2, generator=gen(), epochs=1))),
                        torch.stack(serial))
 
 
 def test_toy_batches_per_rank_and_epoch():
-    config = make_config(dataset="two_moons", batch_size=1000)
-    config.data.dim = 2
-    ranks = [list(data.batches(config, "train", generator=gen(), rank=r, world_size=2, epochs=1))
-             for r in (0, 1)]
+    knobs = options(dataset="two_moons", batch_size=500, dim=2)
+    ranks = [list(data.batches(**knobs, split="train", generator=gen(), shard=distributed.Shard(r, 2),
+                               epochs=1)) for r in (0, 1)]
     assert len(ranks[0]) == data.TOY_EPOCH_SIZE // 2 // 500 and ranks[0][0].shape == (500, 2)
     assert not torch.equal(ranks[0][0], ranks[1][0])  # each rank has its own points
 
@@ -355,17 +360,17 @@ def test_toy_batches_per_rank_and_epoch():
 def test_ranks_together_draw_the_one_process_batches(dataset):
     """Flips, dequantization noise and toy points are drawn for the global batch and sharded, so two ranks'
     k-th batches interleave into the one-process run's k-th batch of twice the size, bit for bit."""
-    config = make_config(dataset=dataset, random_flip=True, uniform_dequantization=dataset == "synthetic")
-    config.data.dim = 2
-    single = list(itertools.islice(data.batches(config, "train", 32, gen(3)), 3))
-    ranks = [list(itertools.islice(data.batches(config, "train", 16, gen(3), rank=r, world_size=2), 3))
+    knobs = options(dataset=dataset, random_flip=True, uniform_dequantization=dataset == "synthetic", dim=2)
+    single = list(itertools.islice(data.batches(**(knobs | dict(batch_size=32)), split="train",
+                                                generator=gen(3)), 3))
+    ranks = [list(itertools.islice(data.batches(**knobs, split="train", generator=gen(3),
+                                                shard=distributed.Shard(r, 2)), 3))
              for r in (0, 1)]
     for k, batch in enumerate(single):
         assert torch.equal(distributed.interleave([ranks[0][k], ranks[1][k]]), batch)
 
 
 def test_a_missing_dataset_raises_when_batches_is_called(tmp_path):
-    config = make_config(dataset="CIFAR10", image_size=32, root=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
-        data.batches(config, "train")
+        data.batches(**options(dataset="CIFAR10", image_size=32, root=str(tmp_path)), split="train")
 
