@@ -840,6 +840,9 @@ def _sample_quality(config, number, model, identity, folder, judge):
     return dict(quality, nfe=int(rounds["nfe"].max()))
 
 
+# No graph: without no_grad every draw's activations were kept, and a U-Net's bound on 500 images ran out of
+# memory (a score function that needs gradients opens enable_grad itself).
+@torch.no_grad()
 def _bound(config, model, folder):
     """The DSM bound (score_sde/bound.py) over the items bits/dim uses: for images, bits/dim of a bound on
     −log P of the pixels (the reconstruction term included); for toys, nats of a bound on the model's
@@ -857,7 +860,7 @@ def _bound(config, model, folder):
             nats = discrete_bound(sde, score_fn, batch, num_times=num_times, low=low, high=1.0,
                                   generator=gen)
             values.append(nats / (batch[0].numel() * math.log(2)))
-    values = distributed.interleave(distributed.gather(torch.cat(values).detach().double().cpu()))
+    values = distributed.interleave(distributed.gather(torch.cat(values).double().cpu()))
     if not distributed.is_main():
         return None
     require_finite(values, "bound values")
