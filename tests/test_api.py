@@ -96,7 +96,7 @@ def test_load_reads_the_originals_checkpoint_with_its_config():
     assert images.shape == (2, raw.data.num_channels, raw.data.image_size, raw.data.image_size)
 
 
-@pytest.mark.slow  # about two minutes on 2 cores, most of it the PC sampler's 1000 levels on the original's
+@pytest.mark.slow  # minutes on 2 cores: most of it the PC sampler's 1000 levels on the original's network
 def test_a_notebook_script_runs_outside_the_repository(tmp_path, monkeypatch):
     """The notebook workflow of docs/api.md, as a script run from a temporary folder against the installed
     package: load a checkpoint of --mode train and one of the original's, draw 8 samples by each method,
