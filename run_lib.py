@@ -33,6 +33,7 @@ from score_sde.api import (
     sample_shape,
     sampler_kwargs,
     sde_from_config,
+    train_state,
 )
 from score_sde.api import score_fn_from_config as model_score_fn
 from score_sde.bound import discrete_bound, dsm_bound
@@ -40,10 +41,6 @@ from score_sde.configs import num_channels, objective_knobs
 from score_sde.features import InceptionFeatures, MNISTFeatures, data_to_uint8, inception_weights
 from score_sde.files import atomic_write, exclusive_lock, save_npz_atomic, write_json_atomic
 from score_sde.likelihood import bits_per_dim, drift_and_divergence, log_likelihood
-from score_sde.models import (
-    ExponentialMovingAverage,
-    create_model,
-)
 from score_sde.plots import image_grid_png, save_samples_png
 from score_sde.sampling import probability_flow_drift
 
@@ -64,18 +61,12 @@ device = distributed.device
 def build_state(config, parallel=False):
     """A fresh TrainState on the device: network, EMA, optimizer and the training generator (seeded alike on
     every rank); with `parallel` under several processes, the network's DistributedDataParallel wrapper."""
-    torch.manual_seed(config.seed)
-    memory_format = torch.channels_last if config.model.channels_last else torch.preserve_format
-    model = create_model(config).to(device(), memory_format=memory_format)
-    o = config.optim
-    optimizer = training.make_optimizer(model.parameters(), o.lr, o.beta1, o.eps, o.weight_decay, o.optimizer)
-    generator = torch.Generator(device()).manual_seed(config.seed)
-    ddp = None
+    torch.manual_seed(config.seed)  # the network's initialisation
+    state = train_state(config, device())
     if parallel and distributed.shard().world_size > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device()] if device().index is not
-                                                        None else None)
-    return training.TrainState(model, ExponentialMovingAverage(model, config.model.ema_rate), optimizer, 0,
-                               generator, ddp)
+        state.ddp = torch.nn.parallel.DistributedDataParallel(
+            state.model, device_ids=[device()] if device().index is not None else None)
+    return state
 
 
 def loss_kwargs(config, train):
@@ -97,20 +88,13 @@ def data_options(config, split, shard=distributed.ONE_PROCESS):
     rank's share of the batch size (config.training.batch_size for 'train', else config.eval.batch_size),
     and for images the augmentation and scaling knobs (config.data)."""
     d = config.data
-    options = dict(split=split, batch_size=_batch_share(config, split, shard.world_size), shard=shard)
+    batch_size = _per_rank(*_batch_size(config, split), shard.world_size)
+    options = dict(split=split, batch_size=batch_size, shard=shard)
     if d.dataset in data.TOYS:
         return options | dict(name=d.dataset, dim=d.get("dim", 2))
     return options | dataset_options(config, split) | dict(
         random_flip=d.random_flip, uniform_dequantization=d.uniform_dequantization, centered=d.centered,
         num_workers=d.get("num_workers"))
-
-
-def _batch_share(config, split, world_size):
-    """This rank's share of config.training.batch_size (train) or config.eval.batch_size (test)."""
-    total = config.training.batch_size if split == "train" else config.eval.batch_size
-    if total % world_size:
-        raise ValueError(f"the {split} batch size {total} does not split evenly over {world_size} ranks")
-    return total // world_size
 
 
 def draw_samples(config, sde, model, batch_size, generator, progress=True):
@@ -501,8 +485,15 @@ def rank_generator(config):
     return torch.Generator(device()).manual_seed(config.seed + 7919 * distributed.shard().rank)
 
 
-def _per_rank(total, what):
-    world_size = distributed.shard().world_size
+def _batch_size(config, split):
+    """(the global batch size of a split, its knob): training's for train, eval's for test."""
+    return ((config.training.batch_size, "training.batch_size") if split == "train"
+            else (config.eval.batch_size, "eval.batch_size"))
+
+
+def _per_rank(total, what, world_size=None):
+    """This process's share of `total` (a batch size named `what`), which must split evenly."""
+    world_size = world_size or distributed.shard().world_size
     if total % world_size:
         raise ValueError(f"{what} = {total} does not split evenly over {world_size} processes")
     return total // world_size

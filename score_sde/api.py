@@ -2,7 +2,8 @@
 to sample from a notebook (docs/api.md).
 
 This is the package's own edge: like run_lib (the CLI's modes), it turns a config into objects, and run_lib
-takes the SDE, the score function and the sampler's keyword arguments from here, so that the two agree.
+takes the SDE, the score function, the sampler's keyword arguments and a fresh TrainState from here,
+so that the two agree.
 """
 import json
 import re
@@ -17,12 +18,11 @@ from torch import nn
 
 from score_sde import configs, data
 from score_sde.models import create_model, get_score_fn
-from score_sde.models.checkpoints import is_reference_format, load_reference_checkpoint
 from score_sde.models.ema import ExponentialMovingAverage
 from score_sde.sampling import ode_sample, pc_sample
 from score_sde.sampling.fast import fast_sample
 from score_sde.sde import SDE, SDES, VESDE
-from score_sde.train import read_checkpoint
+from score_sde.train import TrainState, load_into, make_optimizer, read_checkpoint
 
 SAMPLERS = {"pc": pc_sample, "ode": ode_sample, "fast": fast_sample}
 SOLVER_KNOBS = {"ddim": ("eta",), "heun_churn": ("churn",)}  # config.sampling knobs a fast solver takes
@@ -101,24 +101,15 @@ def _config_for(path: Path, config) -> ml_collections.ConfigDict:
     return configs.with_defaults(json.loads(saved.read_text()))
 
 
-def _ema_network(config, raw: dict, path: Path) -> tuple[nn.Module, int | None]:
-    """The network carrying the checkpoint's EMA weights (ours or the original's format), and its step."""
-    model = create_model(config)
-    if is_reference_format(raw):
-        reference = load_reference_checkpoint(raw, model=model)
-        reference.ema.copy_to(model)
-        return model, reference.step
-    missing = [key for key in ("model", "ema") if key not in raw]
-    if missing:
-        raise ValueError(f"{path} is not a score_sde checkpoint: it has no {missing}")
-    try:
-        model.load_state_dict(raw["model"], strict=True)
-        ema = ExponentialMovingAverage(model, config.model.ema_rate)
-        ema.load_state_dict(raw["ema"])
-    except (RuntimeError, ValueError, KeyError) as error:
-        raise ValueError(f"{path} does not fit the config's network: {error}") from error
-    ema.copy_to(model)
-    return model, raw.get("step")
+def train_state(config: ml_collections.ConfigDict, device: torch.device) -> TrainState:
+    """A fresh TrainState on `device`: the network (channels_last if config.model says), its EMA, the
+    optimizer of config.optim, and the training generator seeded with config.seed."""
+    memory_format = torch.channels_last if config.model.channels_last else torch.preserve_format
+    model = create_model(config).to(device, memory_format=memory_format)
+    o = config.optim
+    optimizer = make_optimizer(model.parameters(), o.lr, o.beta1, o.eps, o.weight_decay, o.optimizer)
+    return TrainState(model, ExponentialMovingAverage(model, config.model.ema_rate), optimizer, 0,
+                      torch.Generator(device).manual_seed(config.seed))
 
 
 @dataclass
@@ -178,7 +169,9 @@ def load(path_or_workdir: str | Path, config: ml_collections.ConfigDict | str | 
         raise FileNotFoundError(f"no checkpoint file or workdir at {path}")
     config = _config_for(path, config)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    network, step = _ema_network(config, read_checkpoint(path), path)
-    network = network.to(device).eval()
-    sde = sde_from_config(config)
-    return ScoreModel(config, network, sde, score_fn_from_config(config, sde, network), path, step, device)
+    checkpoint = read_checkpoint(path)
+    state = load_into(checkpoint, train_state(config, device), path, with_rng=False, original_ok=True)
+    state.ema.copy_to(state.model)
+    network, sde = state.model.eval(), sde_from_config(config)
+    return ScoreModel(config, network, sde, score_fn_from_config(config, sde, network), path,
+                      checkpoint.get("step"), device)
