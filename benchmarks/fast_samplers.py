@@ -328,10 +328,14 @@ def parse_args():
     default_out = here / "results" / "fast_samplers.json"
     default_png = here.parent / "docs" / "img" / "fast_samplers.png"
     parser.add_argument("--out", type=Path, default=default_out, help=f"JSON output (default {default_out})")
-    parser.add_argument("--png", type=Path, default=default_png, help=f"plot (default {default_png})")
+    parser.add_argument("--png", type=Path, default=None,
+                        help=f"plot (default {default_png}; with --quick, beside --out)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    # a smoke run's plot must not replace the docs' figure of the full run
+    args.png = args.png or (args.out.with_suffix(".png") if args.quick else default_png)
+    return args
 
 
 def main():
