@@ -42,13 +42,17 @@ def require(ok: bool, knob: str, value, allowed: str) -> None:
 @contextlib.contextmanager
 def knobs(what: str):
     """Turn a ValueError raised while building an object from the config into a ConfigError naming `what`
-    (the knobs it was built from): library code raises ValueError naming its arguments, not config keys."""
+    (the knobs it was built from): library code raises ValueError naming its arguments, not config keys. A
+    FileNotFoundError (missing data or weights) stays one, with `what` in front: `config.data: … pass
+    download=True` reads as the knob config.data.download."""
     try:
         yield
     except ConfigError:
         raise
     except ValueError as error:
         raise ConfigError(f"{what}: {error}") from error
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{what}: {error}") from error
 
 
 def _is_int(value) -> bool:

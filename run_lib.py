@@ -28,6 +28,7 @@ from score_sde import train as training
 from score_sde.api import (
     SAMPLERS,
     SDES,
+    data_kind,
     latest_checkpoint,
     meta_checkpoint,
     sample_shape,
@@ -36,12 +37,10 @@ from score_sde.api import (
     train_state,
 )
 from score_sde.api import score_fn_from_config as model_score_fn
-from score_sde.bound import discrete_bound, dsm_bound
 from score_sde.configs import num_channels, objective_knobs
 from score_sde.features import InceptionFeatures, MNISTFeatures, data_to_uint8, inception_weights
 from score_sde.files import atomic_write, exclusive_lock, save_npz_atomic, write_json_atomic
-from score_sde.likelihood import bits_per_dim, drift_and_divergence, log_likelihood
-from score_sde.plots import image_grid_png, save_samples_png
+from score_sde.likelihood import drift_and_divergence, log_likelihood
 from score_sde.sampling import probability_flow_drift
 
 # ---- config -> objects ----
@@ -104,9 +103,7 @@ def draw_samples(config, sde, model, batch_size, generator, progress=True):
     sampler = SAMPLERS[config.sampling.method]  # every sampler runs under no_grad itself
     x, nfe = sampler(sde, score_fn, sample_shape(config, batch_size), generator=generator,
                      device=device(), progress=progress, **kwargs)
-    if config.data.dataset in data.TOYS:  # toy points are used as drawn, never scaled
-        return x, nfe
-    return data.get_data_inverse_scaler(config.data.centered)(x), nfe
+    return data_kind(config).to_data_space(x), nfe
 
 
 class NonFiniteResult(RuntimeError):
@@ -458,26 +455,16 @@ def _snapshot(config, workdir, sde, state, logger):
         return
     gen = torch.Generator(device()).manual_seed(config.seed + state.step)
     with state.ema.average_parameters(state.model):
-        samples, _ = draw_samples(config, sde, state.model, _snapshot_size(config), gen, progress=False)
+        kind = data_kind(config)
+        num = kind.snapshot_size(config.training.batch_size)
+        samples, _ = draw_samples(config, sde, state.model, num, gen, progress=False)
     bad = count_non_finite(samples)
     if bad:  # the weights are finite (checked), but their samples are not: worth a word, not a stop
         logging.warning("step %d: %d of %d snapshot samples are not finite", state.step, bad, len(samples))
     path = workdir / "samples" / f"iter_{state.step}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_samples_png(path, samples, reference=_reference_points(config, len(samples)))
+    kind.save_picture(path, samples)
     logger.image(state.step, "samples", path)
-
-
-def _snapshot_size(config):
-    return 1000 if config.data.dataset in data.TOYS else min(64, config.training.batch_size)
-
-
-def _reference_points(config, num):
-    """Data points to plot next to 2-D samples (None for images)."""
-    if config.data.dataset not in data.TOYS:
-        return None
-    gen = torch.Generator().manual_seed(0)
-    return data.toy_batch(config.data.dataset, num, gen, config.data.get("dim", 2))
 
 
 def rank_generator(config):
@@ -518,12 +505,13 @@ def sample(config, workdir, checkpoint=None):
         return samples
     require_finite(samples, "samples")
     out = workdir / "samples"
-    save_samples_png(out / "sample.png", samples, reference=_reference_points(config, len(samples)))
+    kind = data_kind(config)
+    kind.save_picture(out / "sample.png", samples)
     atomic_write(out / "samples.npz", lambda f: np.savez_compressed(f, samples=samples.cpu().numpy()))
     produced_by = dict(checkpoint=checkpoint_identity(path, state.step),
                        sampler=sampler_settings(config, sde), num_samples=len(samples), nfe=nfe)
-    quality = toy_sample_quality(config, samples)
-    write_json_atomic(out / "samples.json", dict(quality or {}, produced_by=produced_by))
+    quality = kind.quality(samples, config.seed)  # toys' exact log-density; images are judged by eval
+    write_json_atomic(out / "samples.json", dict(quality, produced_by=produced_by))
     print(f"{len(samples)} samples from {path} ({nfe} score evaluations) -> {out}")
     if quality:
         print(f"exact mean log-density of the samples {quality['samples_nats']:.3f} nats, "
@@ -542,19 +530,6 @@ def sampler_settings(config, sde):
                 seed=config.seed, **sampler_kwargs(config))
 
 
-def toy_sample_quality(config, samples):
-    """For toy data with a known density: the exact mean log-density (nats) of the samples and of as many
-    fresh data points; samples on the data give the data's value. None for other data."""
-    dim = config.data.get("dim", 2)
-    exact = data.toy_distribution(config.data.dataset, dim) if config.data.dataset in data.TOYS else None
-    if exact is None:
-        return None
-    points = data.toy_batch(config.data.dataset, len(samples), torch.Generator().manual_seed(config.seed + 7),
-                            dim)
-    return dict(samples_nats=exact.log_prob(samples.double().cpu()).mean().item(),
-                data_nats=exact.log_prob(points.double()).mean().item())
-
-
 def likelihood(config, workdir, checkpoint=None):
     """Log-likelihood of the config.eval.bpd_dataset split through the probability-flow ODE: bits/dim for
     images (dequantized, as the original), nats per point for toy data; mean ± standard error, and an .npz
@@ -571,23 +546,23 @@ def likelihood(config, workdir, checkpoint=None):
     preflight.check_workdir_writable(workdir)
     acceleration.compile_in_place(model, e.bpd_compile)
     score_fn = model_score_fn(config, sde, model)
-    toy = config.data.dataset in data.TOYS
+    kind = data_kind(config)
     points, values, gen = [], [], rank_generator(config)  # one stream: each batch draws its own probes
     for batch in tqdm(batches, desc="likelihood", unit="batch", disable=not distributed.is_main()):
         points.append(batch)
         with acceleration.autocast(device(), e.bpd_precision):
             logp, _, _ = log_likelihood(sde, score_fn, batch, generator=gen)
-        values.append(logp if toy else bits_per_dim(logp, batch.shape, centered=config.data.centered))
+        values.append(kind.from_log_likelihood(logp, batch))
     # Rank r evaluated items r, r + world_size, ... of the split: interleaving restores the split's order.
     values = distributed.interleave(distributed.gather(torch.cat(values).double().cpu()))
     points = distributed.interleave(distributed.gather(torch.cat(points).cpu()))
     if not distributed.is_main():
         return None
     require_finite(values, "log-likelihoods")
-    unit = "nats" if toy else "bits/dim"
+    unit = kind.unit
     summary = dict(checkpoint=str(path), unit=unit, count=len(values), mean=values.mean().item(),
                    stderr=values.std().item() / math.sqrt(len(values)))
-    exact = data.toy_distribution(config.data.dataset, config.data.get("dim", 2)) if toy else None
+    exact = kind.density()
     if exact is not None:  # the same held-out points' true log-density, to compare with
         summary["exact_mean"] = exact.log_prob(points.double()).mean().item()
     summary["produced_by"] = dict(checkpoint=checkpoint_identity(path, state.step),
@@ -616,16 +591,15 @@ def _likelihood_batches(config):
     on dequantized pixels (docs/likelihood.md), eval.bpd_num_repeats passes over it with fresh dequantization
     noise (the original made 5 over the test split). Toy data never end: one batch of fresh points per pass
     is the held-out set."""
-    toy = config.data.dataset in data.TOYS
-    shard = distributed.shard()
+    kind, shard = data_kind(config), distributed.shard()
     split = "test" if config.eval.bpd_dataset == "test" else "train"
-    options = data_options(config, split, shard) | ({} if toy else dict(uniform_dequantization=True))
+    options = data_options(config, split, shard) | kind.likelihood_options
     limit = config.eval.get("bpd_num_items")  # checked by preflight.check_likelihood
 
     def one_pass(repeat):
         generator = torch.Generator(device()).manual_seed(config.seed + repeat)
         batches = data.batches(**options, generator=generator, epochs=1)
-        if toy:
+        if kind.endless:
             return itertools.islice(batches, 1)
         if limit is None:
             return batches
@@ -700,7 +674,7 @@ def prepare_evaluation(config, workdir):
     if not e.enable_sampling:
         return None
     dry_run_sampler(config, sde, state.model)
-    if config.data.dataset in data.TOYS:
+    if not data_kind(config).judged_by_features:
         return None
     return feature_network(config), evaluation.load_statistics(stats_path(config, workdir))
 
@@ -786,14 +760,14 @@ def _part_settings(config, name):
         return likelihood_settings(config)
     if name == "bound":
         return dict(likelihood_settings(config), num_times=e.bound_num_times,
-                    quantity="pixels" if config.data.dataset not in data.TOYS else "p_eps")
+                    quantity=data_kind(config).bound_quantity)
     return dict(_round_settings(config, build_sde(config)), num_samples=e.num_samples)
 
 
 def _round_settings(config, sde):
     """What a round of evaluation samples depends on besides the checkpoint and its index and size."""
     e = config.eval
-    judge = None if config.data.dataset in data.TOYS else dict(
+    judge = None if not data_kind(config).judged_by_features else dict(
         features=e.features, weights=e.inception_weights if e.features == "inception" else e.mnist_classifier)
     return dict(sampler=sampler_settings(config, sde), round_size=e.batch_size, judge=judge)
 
@@ -801,8 +775,7 @@ def _round_settings(config, sde):
 def _sample_quality(config, number, model, identity, folder, judge):
     """eval.num_samples samples in rounds of eval.batch_size (split over the ranks): FID / KID / IS against
     the reference statistics for images, the exact mean log-density for toys."""
-    toy = config.data.dataset in data.TOYS
-    sde = build_sde(config)
+    kind, sde = data_kind(config), build_sde(config)
 
     def draw_round(index, size):
         gen = torch.Generator(device()).manual_seed(evaluation.round_seed(config.seed, number, index) * 7919
@@ -810,7 +783,7 @@ def _sample_quality(config, number, model, identity, folder, judge):
         samples, nfe = draw_samples(config, sde, model, _per_rank(size, "each round's size"), gen,
                                     progress=False)
         require_finite(samples, f"samples of round {index} (checkpoint {number})")
-        arrays = dict(samples=samples.cpu().numpy()) if toy else _round_arrays(samples, judge[0])
+        arrays = kind.round_arrays(samples, judge)
         arrays["nfe"] = np.full(len(samples), nfe)  # score evaluations per sample
         parts = distributed.gather(arrays)
         return {name: np.concatenate([p[name] for p in parts]) for name in arrays}
@@ -818,17 +791,13 @@ def _sample_quality(config, number, model, identity, folder, judge):
     signature = _as_json(dict(checkpoint=identity, **_round_settings(config, sde)))
     rounds = evaluation.sample_rounds(draw_round, config.eval.num_samples, config.eval.batch_size, folder,
                                       signature, main=distributed.is_main(), progress=distributed.is_main())
-    if toy:
-        samples = torch.from_numpy(rounds["samples"])
-        save_samples_png(folder / "samples.png", samples[:1000], reference=_reference_points(config, 1000))
-        quality = toy_sample_quality(config, samples) or {}
-        if quality and distributed.is_main():
-            print(f"exact mean log-density of {len(samples)} samples {quality['samples_nats']:.3f} nats, "
-                  f"of as many data points {quality['data_nats']:.3f} nats")
-        return dict(num_samples=len(samples), nfe=int(rounds["nfe"].max()), **quality)
-    image_grid_png(folder / "samples.png", torch.from_numpy(rounds["samples"][:64]).float() / 255)
-    quality = evaluation.sample_quality(rounds["features"], rounds["probabilities"], judge[1])
-    return dict(quality, nfe=int(rounds["nfe"].max()))
+    samples = torch.from_numpy(rounds["samples"])
+    kind.save_picture(folder / "samples.png", samples[:kind.snapshot_size(len(samples))])
+    quality = kind.rounds_quality(rounds, judge, config.seed)
+    if "samples_nats" in quality and distributed.is_main():
+        print(f"exact mean log-density of {len(samples)} samples {quality['samples_nats']:.3f} nats, "
+              f"of as many data points {quality['data_nats']:.3f} nats")
+    return dict(quality, num_samples=len(samples), nfe=int(rounds["nfe"].max()))
 
 
 # No graph: without no_grad every draw's activations were kept, and a U-Net's bound on 500 images ran out of
@@ -841,30 +810,17 @@ def _bound(config, model, folder):
     folder/bound_values.npz, so that two checkpoints can be compared item by item (a paired difference)."""
     sde = build_sde(config)
     score_fn = model_score_fn(config, sde, model)
-    toy, values, gen = config.data.dataset in data.TOYS, [], rank_generator(config)
-    num_times, low = config.eval.bound_num_times, -1.0 if config.data.centered else 0.0
+    kind, values, gen = data_kind(config), [], rank_generator(config)
     for batch in tqdm(_likelihood_batches(config), desc="bound", unit="batch",
                       disable=not distributed.is_main()):
-        if toy:
-            values.append(dsm_bound(sde, score_fn, batch, num_times=num_times, generator=gen))
-        else:
-            nats = discrete_bound(sde, score_fn, batch, num_times=num_times, low=low, high=1.0,
-                                  generator=gen)
-            values.append(nats / (batch[0].numel() * math.log(2)))
+        values.append(kind.bound(sde, score_fn, batch, config.eval.bound_num_times, gen))
     values = distributed.interleave(distributed.gather(torch.cat(values).double().cpu()))
     if not distributed.is_main():
         return None
     require_finite(values, "bound values")
     atomic_write(folder / "bound_values.npz", lambda f: np.savez_compressed(f, values=values.numpy()))
-    return dict(unit="nats" if toy else "bits/dim", count=len(values), mean=values.mean().item(),
+    return dict(unit=kind.unit, count=len(values), mean=values.mean().item(),
                 stderr=values.std().item() / math.sqrt(len(values)))
-
-
-def _round_arrays(samples, feature_fn):
-    images = data_to_uint8(samples)
-    features, probabilities = feature_fn(images)
-    return dict(samples=images.cpu().numpy(), features=features.float().numpy(),
-                probabilities=probabilities.float().numpy())
 
 
 def feature_network(config):
@@ -893,7 +849,8 @@ def stats(config, workdir, checkpoint=None):
     path = stats_path(config, workdir)
     if not distributed.is_main():  # one process reads the split; the others have nothing to do
         return path
-    dataset = data.image_dataset(**dataset_options(config, config.eval.stats_split))
+    with preflight.knobs("config.data"):
+        dataset = data.image_dataset(**dataset_options(config, config.eval.stats_split))
     batches = data.plain_batches(dataset, config.eval.batch_size)
     result = evaluation.dataset_statistics((data_to_uint8(b) for b in batches), feature_network(config),
                                            keep_features=config.eval.stats_features)

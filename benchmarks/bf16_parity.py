@@ -25,8 +25,11 @@ says whether a difference is resolved at all (pairing removes most of the batch-
 
 Run:
     .venv/bin/python benchmarks/bf16_parity.py                  # 500 steps each: 4.5 minutes on a 2-core CPU
-    .venv/bin/python benchmarks/bf16_parity.py --steps 100      # smoke run
-Options: --steps, --batch (24), --nf (16), --lr (2e-4), --device (default: the GPU if there is one),
+    .venv/bin/python benchmarks/bf16_parity.py --quick          # smoke run: 100 steps, 200 held-out images
+    .venv/bin/python benchmarks/bf16_parity.py --replot benchmarks/results/bf16_parity_cpu.json
+                                                                # redraw the figure from saved results
+Options: --quick, --replot JSON, --steps, --batch (24), --nf (16), --lr (2e-4), --device (default: the GPU
+if there is one),
 --heldout (1000), --mnist (default ../shared/data/mnist), --out (default
 benchmarks/results/bf16_parity_<device type>.json), --png (default docs/img/bf16_parity.png: both
 loss curves, moving averages over 25 steps, and their difference against the noise, on log-log axes).
@@ -210,6 +213,9 @@ def print_summary(tail, held, seconds):
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 100 steps, 200 held-out images, written beside the full run's")
+    parser.add_argument("--replot", type=Path, default=None, help="draw --png from a results JSON and stop")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch", type=int, default=24)
     parser.add_argument("--nf", type=int, default=16)
@@ -218,8 +224,13 @@ def parse_args():
     parser.add_argument("--heldout", type=int, default=1000)
     parser.add_argument("--mnist", type=Path, default=ROOT.parent / "shared" / "data" / "mnist")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--png", type=Path, default=ROOT / "docs" / "img" / "bf16_parity.png")
+    parser.add_argument("--png", type=Path, default=None, help="default docs/img/bf16_parity.png")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.heldout = 100, 200
+    args.quick_suffix = "_quick" if args.quick else ""
+    args.png = args.png or (ROOT / "benchmarks" / "results" / "bf16_parity_quick.png" if args.quick
+                            else ROOT / "docs" / "img" / "bf16_parity.png")
     if args.steps < TAIL:
         parser.error(f"--steps must be at least {TAIL} (the compared tail), got {args.steps}")
     return args
@@ -227,6 +238,13 @@ def parse_args():
 
 def main():
     args = parse_args()
+    if args.replot:
+        if not have_matplotlib():
+            sys.exit(f"cannot replot: {NO_PLOT}")
+        losses = json.loads(args.replot.read_text())["losses"]
+        plot(args.png, {k: np.asarray(v) for k, v in losses.items()})
+        print(f"{args.replot} -> {args.png}")
+        return 0
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # true fp32 rows
     config = small_config(args)
@@ -249,7 +267,7 @@ def main():
     plotted = have_matplotlib()
     if plotted:
         plot(args.png, losses)
-    out = args.out or ROOT / "benchmarks" / "results" / f"bf16_parity_{device.type}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / f"bf16_parity_{device.type}{args.quick_suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(date=datetime.date.today().isoformat(), device=device_name(device), torch=torch.__version__,
                 threads=torch.get_num_threads(), steps=args.steps, batch=args.batch, nf=args.nf,

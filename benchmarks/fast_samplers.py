@@ -27,6 +27,8 @@ and the flow error is the measure of their accuracy. For VESDE, λ(t) = −log �
 Run:
     .venv/bin/python benchmarks/fast_samplers.py            # full: 2000 samples, about a minute
     .venv/bin/python benchmarks/fast_samplers.py --quick    # smoke run: 500 samples, NFE in (10, 20)
+    .venv/bin/python benchmarks/fast_samplers.py --replot benchmarks/results/fast_samplers.json
+                                                            # redraw the figure from saved results
 Options: --out PATH (default benchmarks/results/fast_samplers.json), --png PATH (default
 docs/img/fast_samplers.png: mean error against the reference flow vs NFE, logsnr schedule, deterministic
 solvers, one panel per SDE), --seed, --threads (default 1: one CPU thread, so that wall times compare between
@@ -41,6 +43,7 @@ import json
 import math
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -330,6 +333,7 @@ def parse_args():
     parser.add_argument("--out", type=Path, default=default_out, help=f"JSON output (default {default_out})")
     parser.add_argument("--png", type=Path, default=None,
                         help=f"plot (default {default_png}; with --quick, beside --out)")
+    parser.add_argument("--replot", type=Path, default=None, help="draw --png from a results JSON and stop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args()
@@ -340,6 +344,12 @@ def parse_args():
 
 def main():
     args = parse_args()
+    if args.replot:
+        if not have_matplotlib():
+            sys.exit(f"cannot replot: {NO_PLOT}")
+        write_png(json.loads(args.replot.read_text())["rows"], args.png)
+        print(f"{args.replot} -> {args.png}")
+        return
     # Tensors of 2000 x 2 gain little from intra-op threads, and on a shared machine they lose a lot.
     torch.set_num_threads(args.threads)
     num, nfe_levels = (500, QUICK_NFE_LEVELS) if args.quick else (2000, NFE_LEVELS)

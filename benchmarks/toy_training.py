@@ -11,6 +11,7 @@ The acceptance criteria (issue 4): training ≤ 120 s, and both differences with
 
 Run:
     .venv/bin/python benchmarks/toy_training.py                       # all three, about 3 minutes
+    .venv/bin/python benchmarks/toy_training.py --quick               # vp_toy alone, about a minute
     .venv/bin/python benchmarks/toy_training.py --configs ve_toy -- --config.sampling.corrector=langevin
 Arguments after `--` are passed to every main.py call (config overrides). Options: --workdir (default
 runs/bench_toys; each config trains afresh in its own folder), --out (default
@@ -74,11 +75,15 @@ def print_row(r):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=None, help=f"default all of {list(CONFIGS)}")
+    parser.add_argument("--quick", action="store_true", help="vp_toy alone, into a separate --out")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench_toys")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "toy_training.json")
     parser.add_argument("overrides", nargs="*", help="config overrides for every main.py call (after --)")
     args = parser.parse_args()
+    args.configs = args.configs or (["vp_toy"] if args.quick else list(CONFIGS))
+    if args.quick and args.out == parser.get_default("out"):  # a smoke run keeps the full run's results
+        args.out = args.out.with_name("toy_training_quick.json")
     print(f"{'config':<10} {'train s':>7}  {'samples':>8} {'data':>8} {'gap':>7}  {'model held-out':>16} "
           f"{'exact':>8} {'gap':>7}  within 0.1 nats, ≤ 120 s")
     rows = []
@@ -87,7 +92,7 @@ def main():
         print_row(rows[-1])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(date=datetime.date.today().isoformat(), machine=platform.processor() or platform.machine(),
-                cpus=os.cpu_count(), threads=1, overrides=args.overrides)
+                cpus=os.cpu_count(), threads=1, overrides=args.overrides, quick=args.quick)
     args.out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
     print(f"-> {args.out}")
     return 0 if all(row["passes"] for row in rows) else 1

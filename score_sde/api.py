@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from score_sde import configs, data
+from score_sde.data_kind import Images, ToyPoints
 from score_sde.models import create_model, get_score_fn
 from score_sde.models.ema import ExponentialMovingAverage
 from score_sde.sampling import ode_sample, pc_sample
@@ -63,11 +64,16 @@ def sampler_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
     raise ValueError(f"unknown sampling.method {s.method!r}; expected one of {sorted(SAMPLERS)}")
 
 
-def sample_shape(config: ml_collections.ConfigDict, batch_size: int) -> tuple[int, ...]:
+def data_kind(config: ml_collections.ConfigDict) -> ToyPoints | Images:
+    """config.data as a data kind (score_sde/data_kind.py): the one place that tells toys from images."""
     d = config.data
     if d.dataset in data.TOYS:
-        return (batch_size, d.get("dim", 2))
-    return (batch_size, d.num_channels, d.image_size, d.image_size)
+        return ToyPoints(d.dataset, d.get("dim", 2))
+    return Images(configs.num_channels(d), d.image_size, d.centered)
+
+
+def sample_shape(config: ml_collections.ConfigDict, batch_size: int) -> tuple[int, ...]:
+    return data_kind(config).shape(batch_size)
 
 
 def latest_checkpoint(workdir: str | Path) -> Path:
@@ -115,26 +121,23 @@ def train_state(config: ml_collections.ConfigDict, device: torch.device) -> Trai
 @dataclass
 class ScoreModel:
     """What `load` returns: the network with its EMA weights (eval mode), the SDE, the score function, the
-    data scalers, the config and the checkpoint it came from."""
+    data kind (shape, scalers, likelihood unit), the config and the checkpoint it came from."""
 
     config: ml_collections.ConfigDict
     network: nn.Module
     sde: SDE
     score_fn: Callable
+    kind: ToyPoints | Images
     checkpoint: Path
     step: int | None
     device: torch.device
 
-    @property
-    def is_toy(self) -> bool:
-        return self.config.data.dataset in data.TOYS
-
     def to_model_space(self, x: torch.Tensor) -> torch.Tensor:
         """Data space ([0, 1] images; toy points as they are) -> the network's input range."""
-        return x if self.is_toy else data.get_data_scaler(self.config.data.centered)(x)
+        return self.kind.to_model_space(x)
 
     def to_data_space(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.is_toy else data.get_data_inverse_scaler(self.config.data.centered)(x)
+        return self.kind.to_data_space(x)
 
     @torch.no_grad()
     def sample(self, n: int, method: str | None = None, generator: torch.Generator | None = None,
@@ -147,7 +150,7 @@ class ScoreModel:
             raise ValueError(f"unknown method {method!r}; expected one of {sorted(SAMPLERS)}")
         kwargs = sampler_kwargs(self.config) if method == self.config.sampling.method else {}
         kwargs.update(options)
-        x, _ = SAMPLERS[method](self.sde, self.score_fn, sample_shape(self.config, n), generator=generator,
+        x, _ = SAMPLERS[method](self.sde, self.score_fn, self.kind.shape(n), generator=generator,
                                 device=self.device, progress=progress, **kwargs)
         return self.to_data_space(x)
 
@@ -173,5 +176,5 @@ def load(path_or_workdir: str | Path, config: ml_collections.ConfigDict | str | 
     state = load_into(checkpoint, train_state(config, device), path, with_rng=False, original_ok=True)
     state.ema.copy_to(state.model)
     network, sde = state.model.eval(), sde_from_config(config)
-    return ScoreModel(config, network, sde, score_fn_from_config(config, sde, network), path,
-                      checkpoint.get("step"), device)
+    return ScoreModel(config, network, sde, score_fn_from_config(config, sde, network), data_kind(config),
+                      path, checkpoint.get("step"), device)

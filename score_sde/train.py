@@ -128,11 +128,28 @@ class TrainState:
                 checkpoint written on another kind of device loads as well.
 
         Raises:
-            ValueError: naming missing or unexpected keys, shape mismatches or RNG states that do not fit.
+            ValueError: naming missing or unexpected keys, shape mismatches or RNG states that do not fit;
+                the state is then as it was.
         """
-        check_train_state(self, state_dict, with_rng)
+        problem = _keys_problem("the checkpoint", state_dict, STATE_KEYS)
+        if problem:
+            raise ValueError(problem + " (a checkpoint of the original implementation is read by "
+                             "score_sde.models.load_reference_checkpoint)")
+        if not isinstance(state_dict["model"], Mapping):
+            raise ValueError(f"'model' must be a state dict, got {type(state_dict['model']).__name__}")
+        check_state_dict(self.model, state_dict["model"])
+        try:
+            ema = ExponentialMovingAverage.from_state_dict(self.model, state_dict["ema"])  # checked, apart
+        except ValueError as error:
+            raise ValueError(f"'ema': {error}") from error
+        check_optimizer_state(self.optimizer, state_dict["optimizer"])
+        if not isinstance(state_dict["step"], int):
+            raise ValueError(f"'step' must be an int, got {type(state_dict['step']).__name__}")
+        if with_rng:
+            check_rng_state(self, state_dict["rng"])
+        # Every part fits: only now is anything changed.
         self.model.load_state_dict(state_dict["model"], strict=True)
-        self.ema.load_state_dict(state_dict["ema"])
+        self.ema = ema
         self.optimizer.load_state_dict(keep_implementation(self.optimizer, state_dict["optimizer"]))
         self.step = state_dict["step"]
         if with_rng:
@@ -175,19 +192,6 @@ def _check_keys(what, got, expected):
         raise ValueError(problem)
 
 
-def check_ema_state(ema: ExponentialMovingAverage, ema_state) -> None:
-    """ValueError naming missing or unexpected shadow names and shape mismatches."""
-    _check_keys("'ema'", ema_state, ("decay", "num_updates", "shadow_params"))
-    shadow = ema_state["shadow_params"]
-    _check_keys("'ema' shadow_params", shadow, ema.shadow)
-    wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(ema.shadow[k].shape)}"
-             for k, v in shadow.items() if v.shape != ema.shadow[k].shape]
-    if wrong:
-        raise ValueError(f"'ema' shape mismatches: {wrong}")
-    if not 0.0 <= ema_state["decay"] <= 1.0:
-        raise ValueError(f"'ema' decay must lie in [0, 1], got {ema_state['decay']}")
-
-
 def check_optimizer_state(optimizer: torch.optim.Optimizer, optimizer_state) -> None:
     """ValueError when the saved parameter groups or per-parameter state do not fit the optimizer."""
     _check_keys("'optimizer'", optimizer_state, ("state", "param_groups"))
@@ -221,24 +225,6 @@ def check_rng_state(state: TrainState, rng) -> None:
                                 or saved.dtype != own.dtype):
             raise ValueError(f"'rng' {name}: the saved state is not a {own.dtype} tensor of shape "
                              f"{tuple(own.shape)} (a generator on another kind of device?)")
-
-
-def check_train_state(state: TrainState, state_dict, with_rng: bool = True) -> None:
-    """ValueError naming what in state_dict does not fit state; checks everything (the RNG states only
-    when with_rng), changes nothing."""
-    problem = _keys_problem("the checkpoint", state_dict, STATE_KEYS)
-    if problem:
-        raise ValueError(problem + " (a checkpoint of the original implementation is read by "
-                         "score_sde.models.load_reference_checkpoint)")
-    if not isinstance(state_dict["model"], Mapping):
-        raise ValueError(f"'model' must be a state dict, got {type(state_dict['model']).__name__}")
-    check_state_dict(state.model, state_dict["model"])
-    check_ema_state(state.ema, state_dict["ema"])
-    check_optimizer_state(state.optimizer, state_dict["optimizer"])
-    if not isinstance(state_dict["step"], int):
-        raise ValueError(f"'step' must be an int, got {type(state_dict['step']).__name__}")
-    if with_rng:
-        check_rng_state(state, state_dict["rng"])
 
 
 def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
@@ -407,7 +393,7 @@ def load_into(checkpoint: Mapping, state: TrainState, path: Path, with_rng: bool
     the original implementation's (its network and EMA; the optimizer state stays fresh). ValueError naming
     the file when it does not fit; state is then left as it was."""
     if original_ok and is_reference_format(checkpoint):
-        state.ema = load_reference_checkpoint(checkpoint, model=state.model).ema
+        state.ema = load_reference_checkpoint(checkpoint, state.model).ema
         return state
     try:
         state.load_state_dict(checkpoint, with_rng)

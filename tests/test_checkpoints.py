@@ -10,8 +10,9 @@ import reference
 import torch
 from torch import nn
 
-from score_sde.models import load_reference_checkpoint, safe_torch_load
+from score_sde.models import create_model, load_reference_checkpoint, safe_torch_load
 from score_sde.models.checkpoints import PREFIX
+from score_sde.train import read_checkpoint
 
 FIXTURE_NAMES = ["ncsnpp_ve", "ncsnpp_ve_outskip", "ncsnpp_ve_discrete", "ddpmpp_vp", "ncsnpp_extra_paths",
                  "ddpm_vp", "ncsnv2_ve", "ncsnv2_128_ve", "ncsn_ve"]
@@ -108,7 +109,7 @@ def reference_checkpoint(seed=0):
 def test_tiny_checkpoint_loads_weights_ema_and_optimizer_by_name(reorder, tmp_path):
     ckpt = reference_checkpoint()
     torch.save(ckpt, tmp_path / "tiny.pth")
-    loaded = load_reference_checkpoint(tmp_path / "tiny.pth", model=Tiny(reorder=reorder))
+    loaded = load_reference_checkpoint(read_checkpoint(tmp_path / "tiny.pth"), Tiny(reorder=reorder))
     weights = {k.removeprefix(PREFIX): v for k, v in ckpt["model"].items()}
     for key, value in loaded.model.state_dict().items():
         torch.testing.assert_close(value, weights[key])
@@ -130,7 +131,7 @@ def test_tiny_checkpoint_loads_weights_ema_and_optimizer_by_name(reorder, tmp_pa
 
 
 def test_ema_copy_to_gives_the_shadow_weights():
-    loaded = load_reference_checkpoint(reference_checkpoint(), model=Tiny())
+    loaded = load_reference_checkpoint(reference_checkpoint(), Tiny())
     before_w = loaded.model.W.clone()
     with loaded.ema.average_parameters(loaded.model):
         torch.testing.assert_close(loaded.model.first.bias, loaded.ema.shadow["first.bias"])
@@ -154,16 +155,21 @@ def broken(edit):
     (lambda c: c["ema"]["shadow_params"].__setitem__(0, torch.ones(5)), r"first.weight: \(5,\) vs \(4, 2\)"),
     (lambda c: c.pop("ema"), r"no \['ema'\] entry"),
 ], ids=["missing", "unexpected", "shape", "prefix", "ema-count", "ema-shape", "no-ema"])
-def test_loader_errors_name_the_problem(edit, message):
+def test_loader_errors_name_the_problem_and_leave_the_model_as_it_was(edit, message):
+    model = Tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=message):
-        load_reference_checkpoint(broken(edit), model=Tiny())
+        load_reference_checkpoint(broken(edit), model)
+    for key, value in model.state_dict().items():  # checked before anything was copied
+        assert torch.equal(value, before[key]), key
 
 
 # ---- the published-format fixtures, end to end (needs every network family) ----
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_fixture_checkpoint_loads_and_reproduces_reference_outputs(name):
-    loaded = load_reference_checkpoint(reference.fixture(f"{name}.pth"), reference.config(name))
+    loaded = load_reference_checkpoint(read_checkpoint(reference.fixture(f"{name}.pth")),
+                                       create_model(reference.config(name)))
     ckpt, data = reference.checkpoint(name), reference.io(name)
     assert loaded.step == ckpt["step"] and loaded.ema.num_updates == ckpt["ema"]["num_updates"]
     assert set(loaded.ema.shadow) == set(data["ema_param_keys"])

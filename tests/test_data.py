@@ -199,7 +199,7 @@ def test_missing_cifar10_names_the_path_and_the_download_flag(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         data.image_dataset("CIFAR10", tmp_path, "train", image_size=32, num_channels=3)
     message = str(info.value)
-    assert str(tmp_path / "cifar-10-batches-py") in message and "--config.data.download=True" in message
+    assert str(tmp_path / "cifar-10-batches-py") in message and "download=True" in message
 
 
 def test_missing_mnist_names_both_folders(tmp_path):
@@ -207,7 +207,7 @@ def test_missing_mnist_names_both_folders(tmp_path):
         data.image_dataset("MNIST", tmp_path, "train", image_size=28, num_channels=1)
     message = str(info.value)
     assert str(tmp_path / "MNIST" / "raw") in message and "train-images-idx3-ubyte" in message
-    assert "--config.data.download=True" in message
+    assert "download=True" in message
 
 
 def test_datasets_torchvision_cannot_download_say_so(tmp_path):

@@ -10,6 +10,7 @@ from reference import assert_matches_reference, config, io, model_and_ema_state_
 
 from score_sde.models import create_model, load_reference_checkpoint, ncsn
 from score_sde.models.layers import geometric_sigmas
+from score_sde.train import read_checkpoint
 
 FULL_SIZE = {"ve/ncsnv2/cifar10": 29_694_083, "ve/ncsn/cifar10": 30_117_635}
 ACTIVATION_TYPES = ("ELU", "ReLU", "LeakyReLU", "SiLU", "ModuleList")
@@ -60,7 +61,8 @@ def test_matches_reference_fixture(name):
 @requires_fixtures
 @pytest.mark.parametrize("name", ["ncsnv2_ve", "ncsn_ve"])
 def test_published_checkpoint_format_loads_with_its_ema(name):
-    loaded = load_reference_checkpoint(reference.fixture(f"{name}.pth"), config(name))
+    checkpoint = read_checkpoint(reference.fixture(f"{name}.pth"))
+    loaded = load_reference_checkpoint(checkpoint, create_model(config(name)))
     data = io(name)
     loaded.ema.copy_to(loaded.model)
     with torch.no_grad():

@@ -125,6 +125,15 @@ def test_bad_setting_is_refused_before_the_first_step(tmp_path, overrides, phras
     assert not workdir.exists()
 
 
+def test_missing_dataset_is_refused_before_the_first_step_naming_the_knobs(tmp_path):
+    config = configs.load_config("vp_mnist_ddpmpp_continuous")
+    config.model.update(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(14,))
+    config.data.root = str(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match=r"^config\.data: MNIST .*not found.*download=True"):
+        run_lib.train(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_image_size_the_network_cannot_take_is_refused_before_the_first_step(tmp_path):
     workdir = tmp_path / "run"
     tiny = ["--config.data.dataset=synthetic", "--config.model.nf=8", "--config.model.ch_mult=(1,2)",

@@ -324,6 +324,26 @@ def test_checkpoint_without_training_generator_is_refused(tmp_path):
     assert_same(state.state_dict(), before)
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda ema: ema["shadow_params"].popitem(), "'ema': EMA names differ: missing"),
+    (lambda ema: ema.update(decay=2.0), r"'ema': EMA decay must lie in \[0, 1\]"),
+    (lambda ema: ema.pop("num_updates"), r"'ema': an EMA state has the keys"),
+])
+def test_checkpoint_whose_ema_does_not_fit_is_refused_untouched(tmp_path, edit, match):
+    """The model part fits and comes first: the EMA is checked before the model's weights are changed."""
+    saved = build(0)
+    run(saved, batches(2), make_loss(VPSDE()))
+    checkpoint = saved.state_dict()
+    edit(checkpoint["ema"])
+    torch.save(checkpoint, tmp_path / "checkpoint.pth")
+    state = build(1)
+    before, ema = snapshot(state), state.ema
+    with pytest.raises(ValueError, match=match):
+        restore_checkpoint(tmp_path / "checkpoint.pth", state)
+    assert_same(state.state_dict(), before)
+    assert state.ema is ema
+
+
 def test_foreign_dict_names_its_keys(tmp_path):
     path = tmp_path / "original.pth"
     state = build(0)

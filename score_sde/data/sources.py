@@ -15,7 +15,7 @@ from score_sde.registry import lookup
 DEFAULT_ROOT = "~/.cache/score_sde/data"
 SPLITS = ("train", "test")
 SYNTHETIC_SIZES = {"train": 1024, "test": 256}
-DOWNLOAD_HINT = "or pass --config.data.download=True to download it (needs network access)"
+DOWNLOAD_HINT = "or pass download=True to download it (needs network access)"
 
 
 # One builder per dataset name: (root, split, image_size, num_channels, category, download) -> Dataset.
@@ -101,7 +101,7 @@ def _celeba(root, split, image_size, num_channels, category, download):
 def _lsun(root, split, image_size, num_channels, category, download):
     _check_channels("LSUN", num_channels, 3)
     if category is None:
-        raise ValueError("LSUN needs config.data.category, e.g. 'bedroom' or 'church_outdoor'")
+        raise ValueError("LSUN needs a category, e.g. 'bedroom' or 'church_outdoor'")
     subset = f"{category}_{'train' if split == 'train' else 'val'}"
     folder = root / f"{subset}_lmdb"
     if not folder.is_dir():

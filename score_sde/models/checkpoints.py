@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-import score_sde.models as models
 from score_sde.models.ema import ExponentialMovingAverage
 
 PREFIX = "module."
@@ -108,10 +107,9 @@ def reference_ema(model, ema_state, checkpoint_keys):
     if len(shadows) != len(names):
         raise ValueError(f"the checkpoint's EMA holds {len(shadows)} shadow parameters, but the model has "
                          f"{len(names)} trainable parameters: the EMA cannot be paired with them")
-    ema = ExponentialMovingAverage(model, ema_state["decay"])
-    ema.load_state_dict({"decay": ema_state["decay"], "num_updates": ema_state["num_updates"],
-                         "shadow_params": dict(zip(names, shadows))})
-    return ema
+    return ExponentialMovingAverage.from_state_dict(model, {
+        "decay": ema_state["decay"], "num_updates": ema_state["num_updates"],
+        "shadow_params": dict(zip(names, shadows))})
 
 
 def remap_optimizer_state(optimizer_state, model, checkpoint_keys):
@@ -145,36 +143,31 @@ def is_reference_format(checkpoint) -> bool:
     return isinstance(ema, dict) and isinstance(ema.get("shadow_params"), list | tuple)
 
 
-def load_reference_checkpoint(path_or_dict, config=None, model: nn.Module | None = None
-                              ) -> ReferenceCheckpoint:
+def load_reference_checkpoint(checkpoint: Mapping, model: nn.Module) -> ReferenceCheckpoint:
     """Load a checkpoint of the original score_sde_pytorch into this package's network.
 
     Args:
-        path_or_dict: a file written by the original's `save_checkpoint` (read with `safe_torch_load`) or the
-            dict it holds.
-        config: the experiment's config; the network is `create_model(config)` unless `model` is given.
-        model: an already built network to load into (its device and dtype are kept).
+        checkpoint: the dict the original's `save_checkpoint` wrote, as `train.read_checkpoint` (or
+            `safe_torch_load`) reads it.
+        model: the network to load into, built by `create_model(config)` from the checkpoint's config (its
+            device and dtype are kept).
 
     Returns:
         ReferenceCheckpoint(model, ema, optimizer_state, step), model weights loaded (strict), EMA shadows
         named after the model's parameters.
 
     Raises:
-        ValueError: the file is not such a checkpoint, or it does not fit the model (the message names the
-            missing or unexpected keys, shape mismatches, or the EMA count).
+        ValueError: the checkpoint is not such a dict, or it does not fit the model (the message names the
+            missing or unexpected keys, shape mismatches, or the EMA count). Everything is checked before the
+            model's weights are changed: on a ValueError the model is as it was.
     """
-    ckpt = path_or_dict if isinstance(path_or_dict, Mapping) else safe_torch_load(path_or_dict)
-    absent = [k for k in ("model", "ema") if k not in ckpt]
+    absent = [k for k in ("model", "ema") if k not in checkpoint]
     if absent:
-        raise ValueError(f"not a score_sde checkpoint: no {absent} entry; it has {sorted(ckpt)}")
-    if model is None:
-        if config is None:
-            raise ValueError("load_reference_checkpoint needs a config or a model")
-        model = models.create_model(config)
-    state_dict = strip_prefix(ckpt["model"])
+        raise ValueError(f"not a score_sde checkpoint: no {absent} entry; it has {sorted(checkpoint)}")
+    state_dict = strip_prefix(checkpoint["model"])
     check_state_dict(model, state_dict)
-    model.load_state_dict(state_dict, strict=True)
     keys = list(state_dict)
-    ema = reference_ema(model, ckpt["ema"], keys)
-    optimizer_state = remap_optimizer_state(ckpt.get("optimizer"), model, keys)
-    return ReferenceCheckpoint(model, ema, optimizer_state, ckpt.get("step"))
+    ema = reference_ema(model, checkpoint["ema"], keys)
+    optimizer_state = remap_optimizer_state(checkpoint.get("optimizer"), model, keys)
+    model.load_state_dict(state_dict, strict=True)  # the one change, after every check
+    return ReferenceCheckpoint(model, ema, optimizer_state, checkpoint.get("step"))

@@ -5,6 +5,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+STATE_KEYS = ("decay", "num_updates", "shadow_params")
+
 
 def trainable_parameters(model: nn.Module):
     """(name, parameter) pairs of the parameters that train, in model.parameters() order."""
@@ -97,10 +99,14 @@ class ExponentialMovingAverage:
 
     @torch.no_grad()
     def load_state_dict(self, state_dict):
-        """Load a `state_dict()` of this class; names and shapes must match exactly.
+        """Load a `state_dict()` of this class; names and shapes must match exactly. Everything is checked
+        before anything is copied: on a ValueError the EMA is as it was.
 
         The original's positional `shadow_params` lists are translated by `load_reference_checkpoint`.
         """
+        if not isinstance(state_dict, Mapping) or state_dict.keys() != set(STATE_KEYS):
+            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
+            raise ValueError(f"an EMA state has the keys {list(STATE_KEYS)}, got {got}")
         shadow = state_dict["shadow_params"]
         if not isinstance(shadow, Mapping):
             raise ValueError("shadow_params must map parameter names to tensors; a positional list (the "
@@ -119,3 +125,12 @@ class ExponentialMovingAverage:
             self.shadow[name].copy_(value)
         self.decay = decay
         self.num_updates = state_dict["num_updates"]
+
+    @classmethod
+    def from_state_dict(cls, model: nn.Module, state_dict) -> "ExponentialMovingAverage":
+        """A new EMA of model's trainable parameters holding state_dict (a `state_dict()` of this class),
+        checked by load_state_dict; nothing else changes, so a checkpoint's EMA can be tried before the
+        checkpoint is applied."""
+        ema = cls(model, 0.0)
+        ema.load_state_dict(state_dict)
+        return ema
