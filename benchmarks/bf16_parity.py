@@ -56,7 +56,7 @@ import run_lib  # noqa: E402
 from score_sde import data  # noqa: E402
 from score_sde import train as training  # noqa: E402
 from score_sde.models import ExponentialMovingAverage, create_model  # noqa: E402
-from score_sde.plots import NO_PLOT, have_matplotlib, loglog_png  # noqa: E402
+from score_sde.plots import NO_PLOT, have_matplotlib, loglog_png, replot  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
 TRAIN_IMAGES = 5000
@@ -239,12 +239,8 @@ def parse_args():
 def main():
     args = parse_args()
     if args.replot:
-        if not have_matplotlib():
-            sys.exit(f"cannot replot: {NO_PLOT}")
-        losses = json.loads(args.replot.read_text())["losses"]
-        plot(args.png, {k: np.asarray(v) for k, v in losses.items()})
-        print(f"{args.replot} -> {args.png}")
-        return 0
+        return replot(args.replot, args.png, lambda results, png: plot(png, {
+            precision: np.asarray(values) for precision, values in results["losses"].items()}))
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # true fp32 rows
     config = small_config(args)

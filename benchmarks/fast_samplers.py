@@ -43,7 +43,6 @@ import json
 import math
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -52,7 +51,7 @@ import torch
 from score_sde.analytic import two_mode_mixture
 from score_sde.analytic import upper_mode_weight as mode_weight
 from score_sde.metrics import sliced_w2, unit_directions
-from score_sde.plots import NO_PLOT, have_matplotlib, loglog_png
+from score_sde.plots import NO_PLOT, have_matplotlib, loglog_png, replot
 from score_sde.sampling import ode_sample, pc_sample
 from score_sde.sampling.fast import fast_sample
 from score_sde.sampling.schedules import SCHEDULES
@@ -345,11 +344,7 @@ def parse_args():
 def main():
     args = parse_args()
     if args.replot:
-        if not have_matplotlib():
-            sys.exit(f"cannot replot: {NO_PLOT}")
-        write_png(json.loads(args.replot.read_text())["rows"], args.png)
-        print(f"{args.replot} -> {args.png}")
-        return
+        return replot(args.replot, args.png, lambda results, png: write_png(results["rows"], png))
     # Tensors of 2000 x 2 gain little from intra-op threads, and on a shared machine they lose a lot.
     torch.set_num_threads(args.threads)
     num, nfe_levels = (500, QUICK_NFE_LEVELS) if args.quick else (2000, NFE_LEVELS)

@@ -1,6 +1,8 @@
 """Pictures written as PNG: sample grids with torchvision; scatter and log-log plots with matplotlib, the
 optional `plots` extra, imported only when a plot is drawn."""
+import json
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torchvision
@@ -63,6 +65,15 @@ def scatter_png(path, point_sets: dict, size: int = 480, extent: float = 10.0) -
     figure.get_layout_engine().set(wspace=0.06)  # room between the labels of ±extent on neighbouring panels
     figure.savefig(path)
     return figure
+
+
+def replot(results_path, png_path, draw) -> None:
+    """A benchmark's figure redrawn from its saved results JSON, without running it again: draw(results,
+    png_path) with the parsed JSON. SystemExit naming the extra without matplotlib."""
+    if not have_matplotlib():
+        raise SystemExit(f"cannot replot: {NO_PLOT}")
+    draw(json.loads(Path(results_path).read_text()), png_path)
+    print(f"{results_path} -> {png_path}")
 
 
 def image_grid_png(path, images):

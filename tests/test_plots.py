@@ -1,5 +1,6 @@
 """PNG pictures: scatter and log-log plots drawn by matplotlib at the requested size, with what they were
 given on them; sample grids by torchvision; and, without matplotlib, a clear error or one printed line."""
+import json
 import math
 import sys
 
@@ -12,6 +13,7 @@ from score_sde.plots import (
     have_matplotlib,
     image_grid_png,
     loglog_png,
+    replot,
     save_samples_png,
     scatter_png,
 )
@@ -90,6 +92,16 @@ def test_save_samples_png_writes_images_as_a_grid(tmp_path):
     assert png_size(tmp_path / "grid.png") == (22, 22)
 
 
+@needs_matplotlib
+def test_replot_draws_a_saved_results_file_as_the_benchmark_did(tmp_path):
+    panels = {"panel": {"line": ([1.0, 10.0, 100.0], [3.0, 0.3, 0.03])}}
+    (tmp_path / "results.json").write_text(json.dumps(dict(panels=panels)))
+    loglog_png(tmp_path / "first.png", panels)
+    replot(tmp_path / "results.json", tmp_path / "again.png",
+           lambda results, png: loglog_png(png, results["panels"]))
+    assert (tmp_path / "again.png").read_bytes() == (tmp_path / "first.png").read_bytes()
+
+
 def test_without_matplotlib_plots_fail_clearly_and_runs_go_on(tmp_path, monkeypatch, capsys):
     """matplotlib made unimportable: plotting raises an error naming the install, a run's scatter plot is
     replaced by one printed line and no file, and image grids are still written."""
@@ -106,6 +118,8 @@ def test_without_matplotlib_plots_fail_clearly_and_runs_go_on(tmp_path, monkeypa
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 1 and "no scatter plot" in printed[0] and PLOTS_EXTRA in printed[0]
     assert not (tmp_path / "points.png").exists()
+    with pytest.raises(SystemExit, match="cannot replot.*plots"):
+        replot(tmp_path / "results.json", tmp_path / "again.png", lambda results, png: None)
 
     images = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     image_grid_png(tmp_path / "grid.png", images)
