@@ -16,15 +16,18 @@ from score_sde.sampling.predictors import PREDICTORS
 from score_sde.sde import randn_like
 
 
-def pc_step(predict, correct, use_predictor=True):
+def pc_step(predict, correct, use_predictor=True, after_update=None):
     """One level of PC sampling, the corrector then the predictor: step(x, t, *noise) -> (x, x_mean), noise
-    being correct.noises then predict.noises standard normal tensors like x."""
+    being correct.noises then predict.noises standard normal tensors like x. after_update(x, x_mean, t) ->
+    (x, x_mean), when given, follows each of the two updates (the paper's inpainting and colorization
+    replace the observed part there: score_sde/controllable.py)."""
     split = correct.noises
+    after_update = after_update or (lambda x, x_mean, t: (x, x_mean))
 
     def step(x, t, *noise):
-        x, x_mean = correct.update(x, t, noise[:split])
+        x, x_mean = after_update(*correct.update(x, t, noise[:split]), t)
         if use_predictor:  # corrector-only sampling keeps the corrector's mean for denoising
-            x, x_mean = predict.update(x, t, noise[split:])
+            x, x_mean = after_update(*predict.update(x, t, noise[split:]), t)
         return x, x_mean
 
     return step
@@ -33,7 +36,7 @@ def pc_step(predict, correct, use_predictor=True):
 @torch.no_grad()  # a score function that needs gradients opens its own enable_grad
 def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps=1,
               probability_flow=False, denoise=False, eps=None, generator=None, device=None,
-              dtype=torch.float32, progress=False, compile_mode=None, callback=None):
+              dtype=torch.float32, progress=False, compile_mode=None, callback=None, after_update=None):
     """Draw samples by alternating a corrector and a predictor step on each of the SDE's N noise levels.
 
     Args:
@@ -53,6 +56,8 @@ def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="la
             "reduce-overhead" replays it as a CUDA graph on a GPU. Same samples, up to rounding.
         callback: callback(step, x, x0_hat) after each noise level, x0_hat being the data prediction of the
             level's last score evaluation; it costs no evaluation. Eager only (compile_mode None).
+        after_update: after_update(x, x_mean, t) -> (x, x_mean) after the corrector's and the predictor's
+            updates (controllable.replacement); eager only.
     Returns:
         (x [B, ...], nfe): the samples and the number of score evaluations made.
     """
@@ -61,13 +66,13 @@ def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="la
         raise ValueError(f"eps must lie in (0, {sde.T}), got {eps}")
     if predictor == "none" and corrector == "none":
         raise ValueError("predictor and corrector are both 'none': the sampler would return prior noise")
+    if (callback is not None or after_update is not None) and compile_mode is not None:
+        raise ValueError("a callback or after_update needs the eager PC step: compile_mode must be None")
     if callback is not None:
-        if compile_mode is not None:
-            raise ValueError("a callback needs the eager PC step: compile_mode must be None")
         score_fn = watched = LastEvaluation(sde, score_fn)
     predict = lookup(PREDICTORS, predictor, "predictor")(sde, score_fn, probability_flow)
     correct = lookup(CORRECTORS, corrector, "corrector")(sde, score_fn, snr, n_steps)
-    step = compiled(pc_step(predict, correct, predictor != "none"), compile_mode, "the PC step")
+    step = compiled(pc_step(predict, correct, predictor != "none", after_update), compile_mode, "the PC step")
     noises = correct.noises + predict.noises  # the "none" predictor draws none
     x = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
     x_mean = x
