@@ -11,6 +11,7 @@ or, with gloo, per CPU process) every mode splits its work across the processes:
     torchrun --nproc_per_node=8 main.py --mode train --config vp_ddpmpp_continuous --workdir runs/x
 """
 import contextlib
+import functools
 import os
 import sys
 
@@ -31,14 +32,15 @@ USER_ERRORS = (ValueError, OSError, LockHeld)
 RUN_FAILURES = (TrainingDiverged, run_lib.NonFiniteResult, FloatingPointError)
 
 MODES = {"train": run_lib.train, "sample": run_lib.sample, "likelihood": run_lib.likelihood,
-         "eval": run_lib.evaluate, "stats": run_lib.stats}
+         "eval": run_lib.evaluate, "stats": run_lib.stats,
+         **{task: functools.partial(run_lib.controllable, task=task) for task in run_lib.TASKS}}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment: a name in configs/ or a path to a config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Work directory: checkpoints, samples, logs.")
 flags.DEFINE_enum("mode", None, sorted(MODES), "What to run.")
-flags.DEFINE_string("checkpoint", None, "sample / likelihood / eval: this checkpoint (ours, or the original "
+flags.DEFINE_string("checkpoint", None, "modes other than train: this checkpoint (ours, or the original "
                     "implementation's) instead of the workdir's latest.")
 flags.DEFINE_string("eval_folder", "eval", "eval: the folder of the workdir its results go to (as the "
                     "original's --eval_folder).")

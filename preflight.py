@@ -14,9 +14,12 @@ import tempfile
 from pathlib import Path
 
 from score_sde import acceleration, data
-from score_sde.configs import objective_knobs
+from score_sde.configs import num_channels, objective_knobs
+from score_sde.controllable import METHODS as CONDITIONAL_METHODS
+from score_sde.controllable import TASKS
 from score_sde.losses import WEIGHTINGS
 from score_sde.models.score_fn import PRECONDITIONINGS
+from score_sde.observations import MASKS
 from score_sde.sampling.correctors import CORRECTORS
 from score_sde.sampling.predictors import PREDICTORS
 from score_sde.sampling.schedules import SCHEDULES
@@ -110,6 +113,8 @@ def check_values(config, mode: str, world_size: int = 1) -> None:
         check_likelihood(config)
     elif mode == "eval":
         check_eval(config, world_size)
+    elif mode in TASKS:
+        check_controllable(config, mode)
     elif mode == "stats":
         require(config.data.dataset not in data.TOYS, "data.dataset", config.data.dataset,
                 "--mode stats is for image datasets; toys are judged by their exact density")
@@ -209,6 +214,35 @@ def check_sampling(config) -> None:
         require_name(config, "sampling.solver", SOLVERS)
         require_name(config, "sampling.schedule", SCHEDULES)
         require_count(config, "sampling.steps")
+
+
+def check_controllable(config, task: str) -> None:
+    """The knobs of --mode inpaint / colorize / superres (the inputs themselves are checked as they load)."""
+    s, d = config.sampling, config.data
+    require(d.dataset not in data.TOYS, "data.dataset", d.dataset, f"--mode {task} is for image models")
+    require_name(config, "sampling.conditional_method", CONDITIONAL_METHODS)
+    if s.conditional_method == "replacement":
+        check_sampling(config)  # the PC sampler's knobs
+        require(s.method == "pc", "sampling.method", s.method, "the replacement method runs the PC sampler")
+    else:
+        require_count(config, "sampling.particles")
+        require(s.smc_steps is None or (_is_int(s.smc_steps) and s.smc_steps >= 1), "sampling.smc_steps",
+                s.smc_steps, "must be a whole number >= 1, or unset for the SDE's num_scales")
+    require_count(config, "sampling.num_inputs")
+    require(_is_number(s.sigma_y) and s.sigma_y >= 0, "sampling.sigma_y", s.sigma_y,
+            "must be a finite number >= 0")
+    require(s.inputs in data.SPLITS or Path(s.inputs).expanduser().is_dir(), "sampling.inputs", s.inputs,
+            f"expected a split {list(data.SPLITS)} of config.data or a folder of image files")
+    if task == "colorize":
+        require(num_channels(d) == 3, "data.num_channels", num_channels(d),
+                "colorization needs a 3-channel (colour) model")
+    if task == "superres":
+        f = s.superres_factor
+        require(_is_int(f) and f >= 2 and d.image_size % f == 0, "sampling.superres_factor", f,
+                f"must be a whole number >= 2 dividing data.image_size={d.image_size}")
+    if task == "inpaint":
+        require(s.mask in MASKS or Path(s.mask).expanduser().is_file(), "sampling.mask", s.mask,
+                f"expected a built-in mask {sorted(MASKS)} or a PNG file")
 
 
 def check_likelihood(config) -> None:

@@ -38,9 +38,12 @@ from score_sde.api import (
 )
 from score_sde.api import score_fn_from_config as model_score_fn
 from score_sde.configs import num_channels, objective_knobs
+from score_sde.controllable import conditional_sample
 from score_sde.features import InceptionFeatures, MNISTFeatures, data_to_uint8, inception_weights
 from score_sde.files import atomic_write, exclusive_lock, save_npz_atomic, write_json_atomic
 from score_sde.likelihood import drift_and_divergence, log_likelihood
+from score_sde.observations import MASKS, Colorization, Inpainting, SuperResolution
+from score_sde.plots import image_grid_png
 from score_sde.sampling import probability_flow_drift
 
 # ---- config -> objects ----
@@ -528,6 +531,118 @@ def sampler_settings(config, sde):
                 **{knob: m[knob] for knob in knobs}, preconditioning=o["preconditioning"],
                 sigma_data=o["sigma_data"], method=config.sampling.method, eps=sde.sampling_eps,
                 seed=config.seed, **sampler_kwargs(config))
+
+
+# ---- conditional sampling: inpainting, colorization, super-resolution (docs/controllable.md) ----
+
+def controllable(config, workdir, checkpoint=None, task="inpaint"):
+    """Complete sampling.num_inputs images of sampling.inputs (a split of config.data, or a folder of PNGs)
+    observed by `task` (sampling.mask, sampling.superres_factor; sampling.sigma_y noise added to the
+    observation), with sampling.conditional_method ('smc' with sampling.particles and sampling.smc_steps, or
+    the paper's 'replacement' on the config's PC sampler). Rank 0 writes workdir/<task>/: grid.png (rows:
+    inputs, observations, samples), samples.npz and summary.json with what produced them."""
+    workdir = Path(workdir)
+    preflight.check_values(config, task)
+    sde = build_sde(config)
+    state, path = load_trained_state(config, workdir, checkpoint)
+    model = inference_model(state)
+    check_network(config, sde, model)
+    kind, gen = data_kind(config), rank_generator(config)
+    with preflight.knobs("config.sampling"):
+        images = controllable_inputs(config).to(device())
+        observation = observe(config, task, kind.to_model_space(images), gen)
+    preflight.check_workdir_writable(workdir)
+    if not distributed.is_main():  # one process completes the few inputs
+        return None
+    s = config.sampling
+    options = (dict(particles=s.particles, steps=s.smc_steps) if s.conditional_method == "smc" else
+               dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each,
+                    probability_flow=s.probability_flow, denoise=s.noise_removal))
+    score_fn = model_score_fn(config, sde, model)
+    first_step = 1 if s.conditional_method == "smc" else s.n_steps_each + 2  # a whole first step and more
+    try:  # one real step on the real inputs: a setting that would fail mid-way fails now
+        with preflight.knobs(f"config.sampling (conditional_method {s.conditional_method!r})"):
+            conditional_sample(sde, preflight.stop_after(score_fn, first_step), images.shape, observation,
+                               s.conditional_method, generator=torch.Generator(device()).manual_seed(0),
+                               device=device(), **options)
+    except preflight.DryRunDone:
+        pass
+    x, nfe = conditional_sample(sde, score_fn, images.shape, observation, s.conditional_method, generator=gen,
+                                device=device(), progress=True, **options)
+    samples = kind.to_data_space(x)
+    require_finite(samples, "samples")
+    shown = kind.to_data_space(observation.pseudo_inverse())
+    out = workdir / task
+    out.mkdir(parents=True, exist_ok=True)
+    image_grid_png(out / "grid.png", torch.cat([images, shown, samples]), nrow=len(images))
+    arrays = dict(inputs=images, observations=shown, samples=samples)
+    atomic_write(out / "samples.npz", lambda f: np.savez_compressed(
+        f, **{name: v.cpu().numpy() for name, v in arrays.items()}))
+    settings = dict(task=task, **{k: s[k] for k in CONTROLLABLE_KNOBS}, seed=config.seed)
+    write_json_atomic(out / "summary.json", dict(num_samples=len(samples), nfe=nfe, produced_by=dict(
+        checkpoint=checkpoint_identity(path, state.step), settings=settings)))
+    print(f"{task}: {len(samples)} samples by {s.conditional_method} ({nfe} score evaluations each) -> {out}")
+    return samples
+
+
+CONTROLLABLE_KNOBS = ("inputs", "num_inputs", "mask", "superres_factor", "sigma_y", "conditional_method",
+                      "particles", "smc_steps")
+
+
+def controllable_inputs(config):
+    """The first sampling.num_inputs images [B, C, H, W] in data space: of config.data's split when
+    sampling.inputs is 'train' or 'test', else of the folder of image files it names (sorted, at the
+    config's image size and channels exactly: nothing is resized)."""
+    s, d = config.sampling, config.data
+    if s.inputs in data.SPLITS:
+        dataset = data.image_dataset(**dataset_options(config, s.inputs))
+    else:
+        dataset = data.PILImages(data.ImageFiles(Path(s.inputs).expanduser()), _exact_size, d.image_size,
+                                 num_channels(d))
+    if len(dataset) < s.num_inputs:
+        raise ValueError(f"inputs={s.inputs!r} holds {len(dataset)} images, fewer than num_inputs="
+                         f"{s.num_inputs}")
+    return torch.stack([dataset[i][0] for i in range(s.num_inputs)])
+
+
+def _exact_size(x, image_size):
+    if tuple(x.shape[1:]) != (image_size, image_size):
+        raise ValueError(f"an input image is {x.shape[2]} × {x.shape[1]} pixels; the model takes "
+                         f"{image_size} × {image_size} (data.image_size): resize the inputs first")
+    return x
+
+
+def observe(config, task, x, generator):
+    """The task's observation of model-space images x [B, C, H, W], noised by sampling.sigma_y."""
+    s = config.sampling
+    if task == "inpaint":
+        known = _mask(s.mask, x.shape[-1]).to(x.device).expand_as(x)
+        return Inpainting(known, _noisy(x, s.sigma_y, generator), s.sigma_y)
+    if task == "colorize":
+        return Colorization(_noisy(x.mean(1, keepdim=True), s.sigma_y, generator), s.sigma_y)
+    factor = s.superres_factor
+    return SuperResolution(_noisy(torch.nn.functional.avg_pool2d(x, factor), s.sigma_y, generator), factor,
+                           s.sigma_y)
+
+
+def _noisy(y, sigma_y, generator):
+    return y + sigma_y * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+
+
+def _mask(mask, size):
+    """A built-in mask (observations.MASKS) or a PNG file (nonzero: known), as bool [1, 1, size, size]."""
+    if mask in MASKS:
+        return MASKS[mask](size)[None, None]
+    from PIL import Image
+
+    path = Path(mask).expanduser()
+    if not path.is_file():
+        raise ValueError(f"mask={mask!r} is neither a built-in mask {sorted(MASKS)} nor a PNG file")
+    known = torch.from_numpy(np.array(Image.open(path).convert("L"))) > 0
+    if tuple(known.shape) != (size, size):
+        raise ValueError(f"mask {path} is {known.shape[1]} × {known.shape[0]} pixels; the images are "
+                         f"{size} × {size}")
+    return known[None, None]
 
 
 def likelihood(config, workdir, checkpoint=None):

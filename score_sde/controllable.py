@@ -17,6 +17,7 @@ from score_sde.sde import SDE, expand_to, randn_like
 from score_sde.smc import smc_sample
 
 METHODS = ("smc", "replacement")
+TASKS = ("inpaint", "colorize", "superres")  # the CLI's modes (run_lib.controllable)
 
 
 def replacement(sde: SDE, observation: Observation, generator: torch.Generator | None = None):

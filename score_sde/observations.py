@@ -43,6 +43,11 @@ class Observation:
         """A·x (noiseless), shaped as the observation y."""
         raise NotImplementedError
 
+    def pseudo_inverse(self) -> torch.Tensor:
+        """A⁺·y: the observation shown as a sample (observed coordinates at ŷ, free ones 0), e.g. the masked
+        image, the gray image in every channel, the low-resolution image upsampled."""
+        return self.from_coords(self.target)
+
     def relative_noise(self) -> torch.Tensor:
         """σ_y / s per coordinate (0 where not observed): the noise of ŷ as a reading of z_obs."""
         return torch.where(self.observed, self.sigma_y / self.scale, torch.zeros_like(self.scale))
@@ -224,3 +229,23 @@ class LinearObservation(Observation):
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.A.to(x).T
+
+
+def _half(size, part):
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    return {"lower_half": rows < size // 2, "upper_half": rows >= size // 2,
+            "right_half": cols < size // 2, "left_half": cols >= size // 2}[part]
+
+
+def _centre(size):
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    low, high = size // 4, size - size // 4
+    return ~((rows >= low) & (rows < high) & (cols >= low) & (cols < high))
+
+
+# Built-in inpainting masks by the part they hide: size -> bool [size, size], True where a pixel is known.
+MASKS = {"lower_half": lambda size: _half(size, "lower_half"),
+         "upper_half": lambda size: _half(size, "upper_half"),
+         "left_half": lambda size: _half(size, "left_half"),
+         "right_half": lambda size: _half(size, "right_half"),
+         "centre": _centre}

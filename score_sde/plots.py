@@ -76,9 +76,9 @@ def replot(results_path, png_path, draw) -> None:
     print(f"{results_path} -> {png_path}")
 
 
-def image_grid_png(path, images):
-    """A square-ish grid of images [B, C, H, W] with values in [0, 1]."""
-    nrow = max(1, int(len(images) ** 0.5))
+def image_grid_png(path, images, nrow=None):
+    """A grid of images [B, C, H, W] with values in [0, 1], nrow to a row (default: square-ish)."""
+    nrow = nrow or max(1, int(len(images) ** 0.5))
     torchvision.utils.save_image(images.detach().cpu().float().clamp(0, 1), path, nrow=nrow, padding=2)
 
 

@@ -49,6 +49,19 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.compile = ml_collections.config_dict.placeholder(str)
     sampling.predictor = None  # every experiment names its predictor and corrector
     sampling.corrector = None
+    # Ours, for --mode inpaint / colorize / superres (docs/controllable.md): the images to complete (a split
+    # of config.data or a folder of image files) and how many; the inpainting mask (a name in
+    # observations.MASKS, or a PNG: nonzero pixels are known); the super-resolution factor; the observation
+    # noise (model-space units); the method ('smc', or the paper's 'replacement' on the PC sampler above)
+    # with the particle filter's particles per sample and steps (unset: model.num_scales).
+    sampling.inputs = "test"
+    sampling.num_inputs = 8
+    sampling.mask = "lower_half"
+    sampling.superres_factor = 2
+    sampling.sigma_y = 0.0
+    sampling.conditional_method = "smc"
+    sampling.particles = 64
+    sampling.smc_steps = ml_collections.config_dict.placeholder(int)
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.begin_ckpt = 9
