@@ -107,8 +107,8 @@ def mixture_table(quick, seed):
                                and row["draws_z"] <= 3))
         rows.append(row)
         print(f"{name:<4} {y:>5.1f} {sigma_y:>5.2f} {particles:>4} {filters:>4}  "
-              f"{row['weight_error']:>11.4f} {row['mean_error']:>9.4f} {row['draws_z']:>7.2f} {row['nfe']:>7} "
-              f"{row['seconds']:>6.1f}  "
+              f"{row['weight_error']:>11.4f} {row['mean_error']:>9.4f} {row['draws_z']:>7.2f} "
+              f"{row['nfe']:>7} {row['seconds']:>6.1f}  "
               f"≤ {weight_target} / {mean_target} / 3: {'yes' if row['passes'] else 'NO'}", flush=True)
     return rows
 
