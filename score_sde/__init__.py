@@ -12,10 +12,13 @@ The names a notebook needs, from one import (docs/api.md):
 """
 from score_sde.analytic import GaussianMixture
 from score_sde.api import ScoreModel, load
+from score_sde.controllable import conditional_sample
 from score_sde.likelihood import bits_per_dim, log_likelihood
 from score_sde.models import create_model, get_score_fn
+from score_sde.observations import Colorization, Inpainting, LinearObservation, SuperResolution
 from score_sde.sampling import fast_sample, ode_sample, pc_sample
 from score_sde.sde import SDE, VESDE, VPSDE, subVPSDE
 
 __all__ = ["SDE", "VESDE", "VPSDE", "subVPSDE", "GaussianMixture", "pc_sample", "ode_sample", "fast_sample",
-           "log_likelihood", "bits_per_dim", "create_model", "get_score_fn", "load", "ScoreModel"]
+           "log_likelihood", "bits_per_dim", "create_model", "get_score_fn", "load", "ScoreModel",
+           "conditional_sample", "Inpainting", "Colorization", "SuperResolution", "LinearObservation"]

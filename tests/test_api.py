@@ -19,7 +19,8 @@ import score_sde
 def test_top_level_names_are_the_documented_ones():
     expected = {"SDE", "VPSDE", "subVPSDE", "VESDE", "GaussianMixture", "pc_sample", "ode_sample",
                 "fast_sample", "log_likelihood", "bits_per_dim", "create_model", "get_score_fn", "load",
-                "ScoreModel"}
+                "ScoreModel", "conditional_sample", "Inpainting", "Colorization", "SuperResolution",
+                "LinearObservation"}
     assert set(score_sde.__all__) == expected and all(callable(getattr(score_sde, n)) for n in expected)
     assert (Path(score_sde.__file__).parent / "py.typed").is_file()
 

@@ -70,7 +70,10 @@ OURS = {"data.root", "data.download", "data.num_workers", "eval.bpd_num_items", 
         "eval.stats_features", "training.precision", "training.compile", "sampling.compile",
         "model.channels_last", "eval.bpd_precision", "eval.bpd_compile", "eval.wait_s", "training.t_sampling",
         "training.weighting", "training.lognormal_mean", "training.lognormal_std", "model.preconditioning",
-        "model.sigma_data", "eval.enable_bound", "eval.bound_num_times"}
+        "model.sigma_data", "eval.enable_bound", "eval.bound_num_times",
+        # --mode inpaint / colorize / superres (docs/controllable.md)
+        "sampling.inputs", "sampling.num_inputs", "sampling.mask", "sampling.superres_factor",
+        "sampling.sigma_y", "sampling.conditional_method", "sampling.particles", "sampling.smc_steps"}
 EXTRA = {
     # The original's FFHQ-1024 file is standalone and omits these; ours inherits them from the CelebA-HQ
     # config (the beta knobs serve VP SDEs only, the eval ones are the original's LSUN defaults).
