@@ -21,6 +21,7 @@ from ml_collections import config_flags
 import configs
 import run_lib
 from score_sde import distributed
+from score_sde.controllable import TASKS
 from score_sde.files import LockHeld
 from score_sde.train import TrainingDiverged
 
@@ -33,7 +34,7 @@ RUN_FAILURES = (TrainingDiverged, run_lib.NonFiniteResult, FloatingPointError)
 
 MODES = {"train": run_lib.train, "sample": run_lib.sample, "likelihood": run_lib.likelihood,
          "eval": run_lib.evaluate, "stats": run_lib.stats,
-         **{task: functools.partial(run_lib.controllable, task=task) for task in run_lib.TASKS}}
+         **{task: functools.partial(run_lib.controllable, task=task) for task in TASKS}}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment: a name in configs/ or a path to a config file.",
