@@ -1,53 +1,126 @@
-"""Gaussian-mixture data with its exact score and log-density at every t under a linear SDE.
+"""Gaussian mixtures with their exact score, log-density and posterior at every t under a linear SDE.
 
-A linear SDE maps a component N(μ_k, σ_k²I) to N(m·μ_k, (m²σ_k² + s²)I), where x(t) = m(t)·x(0) + s(t)·z;
-so the perturbed data stay a Gaussian mixture, and score and density are known in closed form. This is the
-exact stand-in for a trained network that tests and benchmarks use.
+A linear SDE, x(t) = m(t)·x(0) + s(t)·z, maps a component N(μ_k, Σ_k) to N(m·μ_k, m²Σ_k + s²I), so the
+perturbed data stay a Gaussian mixture, and score, density and the noisy classifier p_t(k | x) are known in
+closed form. A component is isotropic, Σ_k = σ_k²I over events of any shape and size, or has a full
+covariance over the flattened event (d values; meant for small d). `GaussianMixture.condition` gives the
+exact posterior under a linear Gaussian observation y = A·x + σ_y·n, again a Gaussian mixture. This is the
+exact stand-in for a trained network that tests and benchmarks use; docs/controllable.md derives the
+posterior and the full-covariance score.
 """
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 
+from score_sde.sde import SDE
+
+# What the constructor and `condition` accept: a tensor, or nested lists of numbers.
+TensorLike = torch.Tensor | Sequence
+
+# Eigenvalues at or below this fraction of a matrix's largest count as exact zeros. Rounding leaves about
+# 1e-16·‖Σ‖ where a conditioned covariance has a true zero, and its square root would spread samples 1e-8
+# off the observed subspace; beyond a condition number of 1e12, float64 solves keep under 4 digits.
+_RCOND = 1e-12
+
 
 class GaussianMixture:
-    """Mixture Σ_k w_k·N(μ_k, σ_k²I) of isotropic Gaussians over events of any shape.
+    """Mixture Σ_k w_k·N(μ_k, Σ_k) over events of any shape, with Σ_k = σ_k²I or a full covariance.
 
     Args:
-        weights: [K] mixture weights (normalised here).
+        weights: [K] non-negative mixture weights with a positive sum (normalised here); `condition` leaves a
+            zero where a component's posterior mass underflows float64.
         means: [K, *event_shape] component means.
-        stds: [K] component standard deviations (one per component: isotropic).
+        stds: [K] standard deviations of isotropic components, Σ_k = σ_k²I; or
+        covs: [K, d, d] symmetric positive semi-definite covariances acting on the flattened event,
+            d = prod(event_shape). Give exactly one of stds and covs.
     """
 
-    def __init__(self, weights, means, stds):
+    def __init__(self, weights: TensorLike, means: TensorLike, stds: TensorLike | None = None,
+                 covs: TensorLike | None = None) -> None:
+        if (stds is None) == (covs is None):
+            raise ValueError("give exactly one of stds [K] (isotropic components) and covs [K, d, d]")
         self.weights = torch.as_tensor(weights, dtype=torch.float64)
         self.means = torch.as_tensor(means, dtype=torch.float64)
-        self.stds = torch.as_tensor(stds, dtype=torch.float64)
+        self.event_shape = tuple(self.means.shape[1:])
+        self.stds = self.covs = None
+        if stds is not None:
+            self.stds = torch.as_tensor(stds, dtype=torch.float64)
+            self._check_isotropic()
+        else:
+            self.covs = torch.as_tensor(covs, dtype=torch.float64)
+            self._check_weights_and_means()
+            self.covs, self._eigvals, self._eigvecs = _eigen_factors(self.covs, math.prod(self.event_shape))
+        if (self.weights < 0).any() or not self.weights.sum() > 0:
+            raise ValueError(f"mixture weights must be non-negative with a positive sum, got {self.weights}")
+        self.weights = self.weights / self.weights.sum()
+
+    def _check_isotropic(self):
         k = self.weights.shape[0]
         if self.weights.ndim != 1 or self.means.shape[0] != k or self.stds.shape != (k,):
             raise ValueError(
                 f"need weights [K], means [K, ...] and stds [K]; got {tuple(self.weights.shape)}, "
                 f"{tuple(self.means.shape)}, {tuple(self.stds.shape)}"
             )
-        if (self.weights <= 0).any() or (self.stds <= 0).any():
-            raise ValueError("mixture weights and stds must be positive")
-        self.weights = self.weights / self.weights.sum()
-        self.event_shape = tuple(self.means.shape[1:])
+        if (self.stds <= 0).any():
+            raise ValueError(f"mixture stds must be positive, got {self.stds}")
 
-    def sample(self, num_samples, generator=None, dtype=torch.float64, device=None):
+    def _check_weights_and_means(self):
+        if self.weights.ndim != 1 or self.means.ndim == 0 or self.means.shape[0] != self.weights.shape[0]:
+            raise ValueError(f"need weights [K] and means [K, ...]; got {tuple(self.weights.shape)}, "
+                             f"{tuple(self.means.shape)}")
+
+    @property
+    def is_isotropic(self) -> bool:
+        """True when every component is σ_k²I (built from stds)."""
+        return self.stds is not None
+
+    @property
+    def covariances(self) -> torch.Tensor:
+        """The component covariances [K, d, d] over the flattened event (σ_k²I expanded if isotropic)."""
+        if self.covs is not None:
+            return self.covs
+        eye = torch.eye(math.prod(self.event_shape), dtype=torch.float64)
+        return self.stds[:, None, None] ** 2 * eye
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> torch.Tensor:
         """num_samples draws, [num_samples, *event_shape]."""
         k = torch.multinomial(self.weights, num_samples, replacement=True, generator=generator)
         z = torch.randn(num_samples, *self.event_shape, generator=generator, dtype=torch.float64)
-        x = self.means[k] + self.stds[k].reshape(-1, *([1] * len(self.event_shape))) * z
+        if self.is_isotropic:
+            x = self.means[k] + self.stds[k].reshape(-1, *([1] * len(self.event_shape))) * z
+        else:
+            x = self._full_sample(k, z.flatten(1)).reshape(z.shape)
         return x.to(device=device, dtype=dtype)
 
-    def component_log_probs(self, x, m, s):
-        """log(w_k·N(x; m·μ_k, (m²σ_k² + s²)I)) per sample and component: [B, K].
+    def _full_sample(self, k, z):
+        # Σ_k^½ = U_k·diag(√λ_k) is exact for semi-definite Σ_k: a zero eigenvalue gives no spread at all,
+        # where a Cholesky factor would need a jitter that moves samples off the subspace the covariance
+        # allows (A·x = y for a noiseless posterior).
+        roots = self._eigvecs * self._eigvals.sqrt()[:, None, :]
+        x = self.means.flatten(1)[k]
+        for j in range(len(self.weights)):  # one matmul per component: no [num_samples, d, d] gather
+            chosen = k == j
+            x[chosen] += z[chosen] @ roots[j].T
+        return x
+
+    def component_log_probs(self, x: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """log(w_k·N(x; m·μ_k, m²Σ_k + s²I)) per sample and component: [B, K].
 
         Args:
             x: [B, *event_shape]; m, s: [B], the kernel's mean scale and std.
         """
+        self._check_event_shape(x)
+        if self.is_isotropic:
+            return self._isotropic_component_log_probs(x, m, s)
+        return self._full_log_probs(*self._eigen_coordinates(x.flatten(1), m, s))
+
+    def _check_event_shape(self, x):
         if tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(f"x has event shape {tuple(x.shape[1:])}, the mixture {self.event_shape}")
+
+    def _isotropic_component_log_probs(self, x, m, s):
         means, stds, weights = (v.to(x) for v in (self.means, self.stds, self.weights))
         flat = x.flatten(1)
         var = m[:, None] ** 2 * stds**2 + s[:, None] ** 2
@@ -55,12 +128,33 @@ class GaussianMixture:
         dim = flat.shape[1]
         return torch.log(weights) - 0.5 * dim * torch.log(2 * math.pi * var) - sq / (2 * var)
 
-    def perturbed_log_prob(self, x, m, s):
-        """log p(x) in nats [B] of the data pushed through x ↦ m·x + s·z."""
+    def _eigen_coordinates(self, flat, m, s):
+        """U_kᵀ(x − m·μ_k) [B, K, d] and the variances m²λ_k + s² [B, K, d] along Σ_k's eigenvectors U_k.
+
+        m²Σ_k + s²I = U_k·diag(m²λ_k + s²)·U_kᵀ shares Σ_k's eigenvectors, so the eigendecomposition made at
+        construction serves every (m, s): O(d²) per point and component, no factorisation per item and t.
+        """
+        means, eigvals, eigvecs = (v.to(flat) for v in (self.means.flatten(1), self._eigvals, self._eigvecs))
+        coords = torch.einsum("bkd,kde->bke", flat[:, None, :] - m[:, None, None] * means, eigvecs)
+        var = m[:, None, None] ** 2 * eigvals + s[:, None, None] ** 2
+        degenerate = (var == 0).any(-1).any(0)  # [K]: no spread along some direction (λ = 0, s = 0)
+        if degenerate.any():
+            raise ValueError(f"component(s) {_where(degenerate)} have a singular covariance, so there is "
+                             "no density at s = 0 (log_prob); evaluate the perturbed mixture at s > 0")
+        return coords, var
+
+    def _full_log_probs(self, coords, var):
+        log_det = torch.log(2 * math.pi * var).sum(-1)
+        return torch.log(self.weights.to(coords)) - 0.5 * log_det - 0.5 * (coords**2 / var).sum(-1)
+
+    def perturbed_log_prob(self, x: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """log p(x) in nats [B] of the data pushed through x ↦ m·x + s·z; m, s: [B]."""
         return torch.logsumexp(self.component_log_probs(x, m, s), dim=1)
 
-    def perturbed_score(self, x, m, s):
-        """∇_x log p(x) (like x) of the data pushed through x ↦ m·x + s·z."""
+    def perturbed_score(self, x: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """∇_x log p(x) (like x) of the data pushed through x ↦ m·x + s·z; m, s: [B]."""
+        if not self.is_isotropic:
+            return self._full_perturbed_score(x, m, s)
         log_probs = self.component_log_probs(x, m, s)
         resp = torch.softmax(log_probs, dim=1)  # posterior over components, stable in any dimension
         means, stds = self.means.to(x), self.stds.to(x)
@@ -69,22 +163,133 @@ class GaussianMixture:
         pull = (m[:, None, None] * means.flatten(1)[None] - flat[:, None, :]) / var[:, :, None]
         return (resp[:, :, None] * pull).sum(1).reshape(x.shape)
 
-    def log_prob(self, x):
-        """log-density of the data in nats, [B]."""
+    def _full_perturbed_score(self, x, m, s):
+        # −Σ_k p(k | x)·C_k⁻¹(x − m·μ_k) with C_k = m²Σ_k + s²I, the inverse applied in C_k's eigenbasis.
+        self._check_event_shape(x)
+        coords, var = self._eigen_coordinates(x.flatten(1), m, s)
+        resp = torch.softmax(self._full_log_probs(coords, var), dim=1)
+        score = -torch.einsum("bk,kde,bke->bd", resp, self._eigvecs.to(x), coords / var)
+        return score.reshape(x.shape)
+
+    def responsibilities(self, x: torch.Tensor, m: torch.Tensor | None = None,
+                         s: torch.Tensor | None = None) -> torch.Tensor:
+        """P(k | x) [B, K] under the data (m, s None) or the data pushed through x ↦ m·x + s·z (m, s: [B]).
+
+        Like log_prob, it raises ValueError at s = 0 when a component has a singular covariance.
+        """
+        if (m is None) != (s is None):
+            raise ValueError("give both m and s (the perturbed mixture) or neither (the data)")
+        if m is None:
+            m = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+            s = torch.zeros_like(m)
+        return torch.softmax(self.component_log_probs(x, m, s), dim=1)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log-density of the data in nats, [B]; raises ValueError if a component's covariance is singular."""
         one = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
         return self.perturbed_log_prob(x, one, torch.zeros_like(one))
 
-    def marginal_log_prob(self, sde, x, t):
+    def marginal_log_prob(self, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """log p_t(x) [B] of the data perturbed by the SDE's kernel at times t [B]."""
         return self.perturbed_log_prob(x, *sde.marginal_coefficients(t))
 
-    def score_fn(self, sde):
+    def marginal_responsibilities(self, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The noisy classifier p_t(k | x) [B, K] under the SDE's kernel at times t [B]."""
+        return self.responsibilities(x, *sde.marginal_coefficients(t))
+
+    def score_fn(self, sde: SDE) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The exact score function (x [B, ...], t [B]) -> ∇_x log p_t(x) under the given SDE."""
 
         def score_fn(x, t):
             return self.perturbed_score(x, *sde.marginal_coefficients(t))
 
         return score_fn
+
+    def condition(self, A: TensorLike, y: TensorLike, sigma_y: float) -> "GaussianMixture":
+        """The exact posterior p(x | y) given y = A·x + σ_y·n, n ~ N(0, I): a mixture with full covariances.
+
+        With S_k = AΣ_kAᵀ + σ_y²I, component k becomes N(μ_k + Σ_kAᵀS_k⁻¹(y − Aμ_k), Σ_k − Σ_kAᵀS_k⁻¹AΣ_k)
+        with weight ∝ w_k·N(y; Aμ_k, S_k); docs/controllable.md derives it. A acts on the flattened event.
+
+        Args:
+            A: [r, d] observation matrix, d = prod(event_shape); y: [r] observed values; sigma_y: the noise
+                std, ≥ 0 (at 0 the posterior covariances are singular: samples lie on A·x = y).
+        Returns:
+            GaussianMixture with K full-covariance components and this mixture's event shape.
+        Raises:
+            ValueError: shapes that do not fit, sigma_y < 0, or a singular S_k (A rank-deficient with
+                sigma_y = 0, or a component without spread along A's rows).
+        """
+        A, y = self._checked_observation(A, y, sigma_y)
+        means, covs = self.means.flatten(1), self.covariances
+        a_cov = A @ covs  # AΣ_k [K, r, d]
+        eye = torch.eye(A.shape[0], dtype=torch.float64)
+        chol = _observation_cholesky(_symmetrised(a_cov @ A.T + sigma_y**2 * eye))
+        innovation = y - means @ A.T  # y − Aμ_k [K, r]
+        gain_t = torch.cholesky_solve(a_cov, chol)  # S_k⁻¹AΣ_k [K, r, d], the transposed gain Σ_kAᵀS_k⁻¹
+        post_means = means + (gain_t.mT @ innovation[..., None]).squeeze(-1)
+        post_covs = _symmetrised(covs - a_cov.mT @ gain_t)  # rounding breaks the exact symmetry
+        log_evidence = _gaussian_log_density(innovation, chol)  # log N(y; Aμ_k, S_k)
+        weights = torch.softmax(torch.log(self.weights) + log_evidence, dim=0)
+        return GaussianMixture(weights, post_means.reshape(-1, *self.event_shape), covs=post_covs)
+
+    def _checked_observation(self, A, y, sigma_y):
+        d = math.prod(self.event_shape)
+        A = torch.as_tensor(A, dtype=torch.float64, device=self.means.device)
+        y = torch.as_tensor(y, dtype=torch.float64, device=self.means.device)
+        if A.ndim != 2 or A.shape[0] == 0 or A.shape[1] != d or y.shape != (A.shape[0],):
+            raise ValueError(f"need A [r, d] with r ≥ 1 and d = {d} (the flattened event {self.event_shape}) "
+                             f"and y [r]; got A {tuple(A.shape)}, y {tuple(y.shape)}")
+        if not sigma_y >= 0:
+            raise ValueError(f"sigma_y must be ≥ 0, got {sigma_y}")
+        return A, y
+
+
+def _where(mask):
+    """The indices [i, ...] where a boolean vector is True, for error messages."""
+    return mask.nonzero()[:, 0].tolist()
+
+
+def _symmetrised(mat):
+    return (mat + mat.mT) / 2
+
+
+def _eigen_factors(covs, d):
+    """Checked covariances [K, d, d] and their eigendecompositions Σ_k = U_k·diag(λ_k)·U_kᵀ: (Σ, λ, U)."""
+    k = covs.shape[0] if covs.ndim else 0
+    if covs.shape != (k, d, d):
+        raise ValueError(f"covs must be [K, d, d] with d = {d}, the flattened event; got {tuple(covs.shape)}")
+    asymmetric = (covs - covs.mT).abs().amax((1, 2)) > 1e-10 * covs.abs().amax((1, 2))
+    if asymmetric.any():
+        raise ValueError(f"covs must be symmetric; component(s) {_where(asymmetric)} are not")
+    covs = _symmetrised(covs)
+    eigvals, eigvecs = torch.linalg.eigh(covs)
+    tiny = _RCOND * eigvals[:, -1:].clamp_min(0)
+    negative = (eigvals < -tiny).any(1)
+    if negative.any():
+        raise ValueError(f"covs must be positive semi-definite; component(s) {_where(negative)} have "
+                         "negative eigenvalues")
+    return covs, torch.where(eigvals <= tiny, 0.0, eigvals), eigvecs
+
+
+def _observation_cholesky(S):
+    """Cholesky factors of S_k [K, r, r]; ValueError naming the components where S_k is singular."""
+    eigvals = torch.linalg.eigvalsh(S)
+    singular = eigvals[:, 0] <= _RCOND * eigvals[:, -1]
+    if singular.any():
+        raise ValueError(
+            f"S_k = AΣ_kAᵀ + sigma_y²I is singular for component(s) {_where(singular)}: A is "
+            "rank-deficient with sigma_y = 0, or the component has no spread along A's rows; use sigma_y > 0 "
+            "or drop the dependent rows of A"
+        )
+    return torch.linalg.cholesky(S)
+
+
+def _gaussian_log_density(residual, chol):
+    """log N(residual; 0, LLᵀ) [K] for residuals [K, r] and Cholesky factors L [K, r, r]."""
+    white = torch.linalg.solve_triangular(chol, residual[..., None], upper=False).squeeze(-1)
+    half_log_det = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    return -0.5 * residual.shape[-1] * math.log(2 * math.pi) - half_log_det - 0.5 * white.pow(2).sum(-1)
 
 
 def two_mode_mixture(dim: int = 2) -> GaussianMixture:
@@ -96,3 +301,27 @@ def two_mode_mixture(dim: int = 2) -> GaussianMixture:
 def upper_mode_weight(x: torch.Tensor) -> float:
     """The fraction of the points x [B, d] on the heavier mode's side (Σ x > 0) of two_mode_mixture."""
     return (x.flatten(1).sum(1) > 0).double().mean().item()
+
+
+def three_component_mixture() -> GaussianMixture:
+    """A fixed 3-D mixture of three correlated Gaussians, for posteriors given an observed coordinate 0.
+
+    Observing x_0 = y exactly (A = [[1, 0, 0]], sigma_y = 0) gives these posterior weights (`condition`):
+
+          y     w_0     w_1     w_2
+        −3.0   0.9953  0.0047  0.0000   component 0 dominates
+        −1.5   0.5019  0.4942  0.0039   components 0 and 1 share the mass
+         0.0   0.0075  0.8853  0.1072   component 1 dominates
+         1.0   0.0002  0.4965  0.5032   components 1 and 2 share the mass
+         3.0   0.0000  0.0066  0.9934   component 2 dominates
+
+    Each Σ_k couples x_0 to x_1 and x_2, differently per component, so the observation moves the other
+    coordinates' means: at y = 1.0, (x_1, x_2) is bimodal, with modes near (−2.6, 1.9) and (1.3, −1.1).
+    """
+    means = [[-3.0, 2.0, 0.0], [0.0, -2.0, 1.5], [2.0, 2.0, -1.5]]
+    covs = [
+        [[1.0, 0.6, 0.2], [0.6, 1.0, 0.3], [0.2, 0.3, 0.5]],
+        [[0.8, -0.5, 0.3], [-0.5, 1.2, 0.0], [0.3, 0.0, 0.6]],
+        [[1.0, 0.7, -0.4], [0.7, 1.5, -0.2], [-0.4, -0.2, 0.8]],
+    ]
+    return GaussianMixture(weights=[0.3, 0.35, 0.35], means=means, covs=covs)
