@@ -135,7 +135,8 @@ class GaussianMixture:
         construction serves every (m, s): O(d²) per point and component, no factorisation per item and t.
         """
         means, eigvals, eigvecs = (v.to(flat) for v in (self.means.flatten(1), self._eigvals, self._eigvecs))
-        coords = torch.einsum("bkd,kde->bke", flat[:, None, :] - m[:, None, None] * means, eigvecs)
+        # one batched matmul per component ([K, B, d] @ [K, d, d]): far quicker than the einsum's general path
+        coords = torch.bmm(flat[None] - m[None, :, None] * means[:, None], eigvecs).transpose(0, 1)
         var = m[:, None, None] ** 2 * eigvals + s[:, None, None] ** 2
         degenerate = (var == 0).any(-1).any(0)  # [K]: no spread along some direction (λ = 0, s = 0)
         if degenerate.any():
@@ -168,7 +169,8 @@ class GaussianMixture:
         self._check_event_shape(x)
         coords, var = self._eigen_coordinates(x.flatten(1), m, s)
         resp = torch.softmax(self._full_log_probs(coords, var), dim=1)
-        score = -torch.einsum("bk,kde,bke->bd", resp, self._eigvecs.to(x), coords / var)
+        along = (resp[..., None] * coords / var).transpose(0, 1)  # [K, B, d], in each C_k's eigenbasis
+        score = -torch.bmm(along, self._eigvecs.to(x).mT).sum(0)
         return score.reshape(x.shape)
 
     def responsibilities(self, x: torch.Tensor, m: torch.Tensor | None = None,
