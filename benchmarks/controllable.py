@@ -245,13 +245,13 @@ def parse_args():
     parser.add_argument("--part", choices=("exact", "mnist", "all"), default="all")
     parser.add_argument("--mnist-workdir", type=Path, default=ROOT / "runs" / "bench_mnist")
     parser.add_argument("--mnist", type=Path, default=ROOT.parent / "shared" / "data" / "mnist")
-    parser.add_argument("--digits", type=int, default=None, help="MNIST digits (default 32; --quick 4)")
-    parser.add_argument("--mnist-steps", type=int, default=None, help="default 100; --quick 20")
+    parser.add_argument("--digits", type=int, default=None, help="MNIST digits (default 20; --quick 4)")
+    parser.add_argument("--mnist-steps", type=int, default=None, help="default 50; --quick 20")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    args.digits = args.digits or (4 if args.quick else 32)
-    args.mnist_steps = args.mnist_steps or (20 if args.quick else 100)
+    args.digits = args.digits or (4 if args.quick else 20)
+    args.mnist_steps = args.mnist_steps or (20 if args.quick else 50)
     name = "controllable_quick.json" if args.quick else "controllable.json"
     args.out = args.out or ROOT / "benchmarks" / "results" / name
     return args
