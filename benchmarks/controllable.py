@@ -233,7 +233,7 @@ def mnist_rows(args):
     originals = predict(classifier, images)
     print(f"{'the originals':<16} label agreement {(originals == labels).double().mean().item():.3f} "
           "(the classifier's own accuracy on these digits)")
-    grid = args.out.with_name(args.out.stem + "_mnist.png")
+    grid = args.out.with_name(args.out.stem + "_grid.png")
     image_grid_png(grid, torch.cat(pictures), nrow=args.digits)
     print(f"grid (rows: inputs, observations, then each method) -> {grid}")
     return rows
