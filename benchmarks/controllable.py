@@ -26,7 +26,7 @@ Run:
     .venv/bin/python benchmarks/controllable.py            # everything (about an hour on 2 CPU cores)
     .venv/bin/python benchmarks/controllable.py --quick    # smoke run, under 3 minutes
 Options: --part exact|mnist|all, --mnist-workdir (default runs/bench_mnist), --mnist (default
-../shared/data/mnist), --digits, --mnist-steps,
+../shared/data/mnist), --digits, --mnist-steps, --particles,
 --out (default benchmarks/results/controllable.json; with --quick controllable_quick.json), --seed.
 """
 import argparse
@@ -209,8 +209,7 @@ def mnist_rows(args):
     known = MASKS["lower_half"](28)[None, None].expand_as(images)
     observation = Inpainting(known, model.to_model_space(images))
     sde = type(model.sde)(beta_min=model.sde.beta_min, beta_max=model.sde.beta_max, N=args.mnist_steps)
-    methods = [("replacement", {}), ("smc", dict(particles=16))]
-    methods += [] if args.quick else [("smc", dict(particles=64))]
+    methods = [("replacement", {})] + [("smc", dict(particles=p)) for p in args.particles]
     rows, pictures = [], [images, model.to_data_space(observation.pseudo_inverse())]
     print(f"\nMNIST: the lower half of {args.digits} held-out digits inpainted ({args.mnist_steps} steps)")
     for method, options in methods:
@@ -247,11 +246,14 @@ def parse_args():
     parser.add_argument("--mnist", type=Path, default=ROOT.parent / "shared" / "data" / "mnist")
     parser.add_argument("--digits", type=int, default=None, help="MNIST digits (default 20; --quick 4)")
     parser.add_argument("--mnist-steps", type=int, default=None, help="default 50; --quick 20")
+    parser.add_argument("--particles", type=int, nargs="+", default=None,
+                        help="SMC's particle counts on MNIST (default 16 64; --quick 16)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.digits = args.digits or (4 if args.quick else 20)
     args.mnist_steps = args.mnist_steps or (20 if args.quick else 50)
+    args.particles = args.particles or ([16] if args.quick else [16, 64])
     name = "controllable_quick.json" if args.quick else "controllable.json"
     args.out = args.out or ROOT / "benchmarks" / "results" / name
     return args
