@@ -5,8 +5,11 @@ so the perturbed data stay a Gaussian mixture, and score and density are known i
 exact stand-in for a trained network that tests and benchmarks use.
 """
 import math
+from collections.abc import Sequence
 
 import torch
+
+from score_sde.sde import SDE, ScoreFn
 
 
 class GaussianMixture:
@@ -18,7 +21,8 @@ class GaussianMixture:
         stds: [K] component standard deviations (one per component: isotropic).
     """
 
-    def __init__(self, weights, means, stds):
+    def __init__(self, weights: Sequence[float] | torch.Tensor, means: Sequence | torch.Tensor,
+                 stds: Sequence[float] | torch.Tensor):
         self.weights = torch.as_tensor(weights, dtype=torch.float64)
         self.means = torch.as_tensor(means, dtype=torch.float64)
         self.stds = torch.as_tensor(stds, dtype=torch.float64)
@@ -33,14 +37,15 @@ class GaussianMixture:
         self.weights = self.weights / self.weights.sum()
         self.event_shape = tuple(self.means.shape[1:])
 
-    def sample(self, num_samples, generator=None, dtype=torch.float64, device=None):
+    def sample(self, num_samples: int, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> torch.Tensor:
         """num_samples draws, [num_samples, *event_shape]."""
         k = torch.multinomial(self.weights, num_samples, replacement=True, generator=generator)
         z = torch.randn(num_samples, *self.event_shape, generator=generator, dtype=torch.float64)
         x = self.means[k] + self.stds[k].reshape(-1, *([1] * len(self.event_shape))) * z
         return x.to(device=device, dtype=dtype)
 
-    def component_log_probs(self, x, m, s):
+    def component_log_probs(self, x: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """log(w_k·N(x; m·μ_k, (m²σ_k² + s²)I)) per sample and component: [B, K].
 
         Args:
@@ -55,11 +60,11 @@ class GaussianMixture:
         dim = flat.shape[1]
         return torch.log(weights) - 0.5 * dim * torch.log(2 * math.pi * var) - sq / (2 * var)
 
-    def perturbed_log_prob(self, x, m, s):
+    def perturbed_log_prob(self, x: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """log p(x) in nats [B] of the data pushed through x ↦ m·x + s·z."""
         return torch.logsumexp(self.component_log_probs(x, m, s), dim=1)
 
-    def perturbed_score(self, x, m, s):
+    def perturbed_score(self, x: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """∇_x log p(x) (like x) of the data pushed through x ↦ m·x + s·z."""
         log_probs = self.component_log_probs(x, m, s)
         resp = torch.softmax(log_probs, dim=1)  # posterior over components, stable in any dimension
@@ -69,16 +74,16 @@ class GaussianMixture:
         pull = (m[:, None, None] * means.flatten(1)[None] - flat[:, None, :]) / var[:, :, None]
         return (resp[:, :, None] * pull).sum(1).reshape(x.shape)
 
-    def log_prob(self, x):
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log-density of the data in nats, [B]."""
         one = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
         return self.perturbed_log_prob(x, one, torch.zeros_like(one))
 
-    def marginal_log_prob(self, sde, x, t):
+    def marginal_log_prob(self, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """log p_t(x) [B] of the data perturbed by the SDE's kernel at times t [B]."""
         return self.perturbed_log_prob(x, *sde.marginal_coefficients(t))
 
-    def score_fn(self, sde):
+    def score_fn(self, sde: SDE) -> ScoreFn:
         """The exact score function (x [B, ...], t [B]) -> ∇_x log p_t(x) under the given SDE."""
 
         def score_fn(x, t):
