@@ -8,6 +8,8 @@ seconds to minutes) is a cost users feel.
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -27,7 +29,7 @@ def check_precision(precision: str) -> None:
     lookup(PRECISIONS, precision, "precision")
 
 
-def autocast(device: torch.device | str, precision: str = "fp32"):
+def autocast(device: torch.device | str, precision: str = "fp32") -> contextlib.AbstractContextManager:
     """A context running its operations in `precision` (a PRECISIONS name) on the device's type."""
     dtype = lookup(PRECISIONS, precision, "precision")
     if dtype is None:
@@ -38,7 +40,7 @@ def autocast(device: torch.device | str, precision: str = "fp32"):
 
 
 @contextlib.contextmanager
-def tf32(enabled: bool = True):
+def tf32(enabled: bool = True) -> Iterator[None]:
     """TF32 matrix products and convolutions switched on (or off) inside the block, as they were after it."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
@@ -67,14 +69,14 @@ class Compiled:
     the first call (where compilation happens) is timed and logged, and its seconds kept in `first_call_s`.
     """
 
-    def __init__(self, fn, mode: str = "default", name: str | None = None):
+    def __init__(self, fn: Callable, mode: str = "default", name: str | None = None):
         check_compile_mode(mode)
         self.fn = torch.compile(fn, fullgraph=True, mode=mode)
         self.mode = mode
         self.name = name or getattr(fn, "__name__", "function")
         self.first_call_s = None
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.first_call_s is not None:
             return self.fn(*args, **kwargs)
         start = time.perf_counter()
@@ -85,6 +87,6 @@ class Compiled:
         return out
 
 
-def compiled(fn, mode: str | None, name: str | None = None):
+def compiled(fn: Callable, mode: str | None, name: str | None = None) -> Callable:
     """fn itself when mode is None, else Compiled(fn, mode, name)."""
     return fn if mode is None else Compiled(fn, mode, name)

@@ -141,7 +141,7 @@ class ScoreModel:
 
     @torch.no_grad()
     def sample(self, n: int, method: str | None = None, generator: torch.Generator | None = None,
-               progress: bool = False, **options) -> torch.Tensor:
+               progress: bool = False, **options: Any) -> torch.Tensor:
         """n samples in data space by `method` ('pc', 'ode' or 'fast'; default the config's
         sampling.method). The config's sampling knobs apply when method is the config's own, as in
         --mode sample; `options` (the sampler's keyword arguments: steps=10, denoise=False, ...) override."""

@@ -17,11 +17,12 @@ the posterior of the bins under a uniform prior over them.
 import torch
 
 from score_sde.losses import loss_weight
-from score_sde.sde import expand_to, randn_like
+from score_sde.sde import SDE, ScoreFn, expand_to, randn_like
 from score_sde.time_sampling import importance_time
 
 
-def dsm_bound(sde, score_fn, x, eps=None, num_times=1, generator=None):
+def dsm_bound(sde: SDE, score_fn: ScoreFn, x: torch.Tensor, eps: float | None = None, num_times: int = 1,
+              generator: torch.Generator | None = None) -> torch.Tensor:
     """An unbiased estimate of L_eps(x) [B] in nats, one per item of x [B, ...] (model space).
 
     The time integral is estimated with num_times draws of t from the importance density ∝ g²/s²
@@ -51,7 +52,9 @@ def dsm_bound(sde, score_fn, x, eps=None, num_times=1, generator=None):
     return total
 
 
-def reconstruction_term(sde, x, eps=None, low=-1.0, high=1.0, num_bins=256, generator=None):
+def reconstruction_term(sde: SDE, x: torch.Tensor, eps: float | None = None, low: float = -1.0,
+                        high: float = 1.0, num_bins: int = 256, generator: torch.Generator | None = None
+                        ) -> torch.Tensor:
     """E[log q(x_eps | pixels) − log P(pixels | x_eps)] [B] in nats, one draw, for x [B, ...] a uniform
     dequantization of pixels in num_bins equal bins of [low, high] (model space).
 
@@ -72,8 +75,9 @@ def reconstruction_term(sde, x, eps=None, low=-1.0, high=1.0, num_bins=256, gene
     return (inside - torch.log(m * width)).flatten(1).sum(1).to(x.dtype)
 
 
-def discrete_bound(sde, score_fn, x, eps=None, num_times=1, low=-1.0, high=1.0, num_bins=256,
-                   generator=None):
+def discrete_bound(sde: SDE, score_fn: ScoreFn, x: torch.Tensor, eps: float | None = None, num_times: int = 1,
+                   low: float = -1.0, high: float = 1.0, num_bins: int = 256,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
     """An unbiased estimate [B] (nats) of an upper bound on −log P(pixels), for x [B, ...] a uniform
     dequantization of the pixels in model space: dsm_bound (the model's −log p_eps) plus the
     reconstruction term. Divided by d·ln 2 it is bits/dim with no further offset."""

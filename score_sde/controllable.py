@@ -9,18 +9,22 @@ Two methods:
 - "smc", a particle filter over the reverse chain (score_sde/smc.py): each sample is one draw from its own
   filter, and tends to an exact posterior draw as the particles grow.
 """
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from score_sde.observations import Observation
 from score_sde.sampling import pc_sample
-from score_sde.sde import SDE, expand_to, randn_like
+from score_sde.sampling.pc import AfterUpdate
+from score_sde.sde import SDE, ScoreFn, expand_to, randn_like
 from score_sde.smc import smc_sample
 
 METHODS = ("smc", "replacement")
 TASKS = ("inpaint", "colorize", "superres")  # the CLI's modes (run_lib.controllable)
 
 
-def replacement(sde: SDE, observation: Observation, generator: torch.Generator | None = None):
+def replacement(sde: SDE, observation: Observation, generator: torch.Generator | None = None) -> AfterUpdate:
     """pc_sample's after_update for the paper's method: the observed coordinates of x set to the observation
     noised to t, m(t)·ŷ + s(t)·n with fresh noise n each time, and those of x_mean to m(t)·ŷ.
 
@@ -39,11 +43,12 @@ def replacement(sde: SDE, observation: Observation, generator: torch.Generator |
     return after_update
 
 
-def conditional_sample(sde: SDE, score_fn, shape, observation: Observation, method: str = "smc",
-                       particles: int | None = None, steps: int | None = None, eps: float | None = None,
-                       generator: torch.Generator | None = None, device=None,
-                       dtype: torch.dtype = torch.float32, progress: bool = False, return_info: bool = False,
-                       **pc_options):
+def conditional_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], observation: Observation,
+                       method: str = "smc", particles: int | None = None, steps: int | None = None,
+                       eps: float | None = None, generator: torch.Generator | None = None,
+                       device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                       progress: bool = False, return_info: bool = False, **pc_options: Any
+                       ) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
     """B samples of x given the observation (B observations, or 1 for all).
 
     Args:

@@ -6,7 +6,6 @@ the unit of a likelihood and how log p becomes it, the DSM bound in that unit, h
 how their quality is judged. `api.data_kind(config)` builds one from config.data.
 """
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -18,9 +17,13 @@ from score_sde.analytic import GaussianMixture
 from score_sde.bound import discrete_bound, dsm_bound
 from score_sde.data import get_data_inverse_scaler, get_data_scaler, toy_batch, toy_distribution
 from score_sde.evaluation import sample_quality
-from score_sde.features import data_to_uint8
+from score_sde.features import FeatureFn, data_to_uint8
 from score_sde.likelihood import bits_per_dim
 from score_sde.plots import image_grid_png, save_samples_png
+from score_sde.sde import SDE, ScoreFn
+
+# What judges image samples: the feature network and the reference statistics (evaluation.load_statistics).
+Judge = tuple[FeatureFn, dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class ToyPoints:
     def from_log_likelihood(self, logp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return logp
 
-    def bound(self, sde, score_fn: Callable, x: torch.Tensor, num_times: int,
+    def bound(self, sde: SDE, score_fn: ScoreFn, x: torch.Tensor, num_times: int,
               generator: torch.Generator | None) -> torch.Tensor:
         return dsm_bound(sde, score_fn, x, num_times=num_times, generator=generator)
 
@@ -64,7 +67,7 @@ class ToyPoints:
         reference = toy_batch(self.name, len(samples), torch.Generator().manual_seed(0), self.dim)
         save_samples_png(path, samples, reference=reference)
 
-    def round_arrays(self, samples: torch.Tensor, judge) -> dict[str, np.ndarray]:
+    def round_arrays(self, samples: torch.Tensor, judge: Judge | None) -> dict[str, np.ndarray]:
         """What a round of evaluation samples keeps: the points themselves."""
         return dict(samples=samples.cpu().numpy())
 
@@ -78,7 +81,8 @@ class ToyPoints:
         return dict(samples_nats=exact.log_prob(samples.double().cpu()).mean().item(),
                     data_nats=exact.log_prob(points.double()).mean().item())
 
-    def rounds_quality(self, rounds: dict[str, np.ndarray], judge, seed: int) -> dict[str, float]:
+    def rounds_quality(self, rounds: dict[str, np.ndarray], judge: Judge | None, seed: int
+                       ) -> dict[str, float]:
         return self.quality(torch.from_numpy(rounds["samples"]), seed)
 
 
@@ -115,7 +119,7 @@ class Images:
     def from_log_likelihood(self, logp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return bits_per_dim(logp, x.shape, centered=self.centered)
 
-    def bound(self, sde, score_fn: Callable, x: torch.Tensor, num_times: int,
+    def bound(self, sde: SDE, score_fn: ScoreFn, x: torch.Tensor, num_times: int,
               generator: torch.Generator | None) -> torch.Tensor:
         nats = discrete_bound(sde, score_fn, x, num_times=num_times, low=-1.0 if self.centered else 0.0,
                               high=1.0, generator=generator)
@@ -125,7 +129,7 @@ class Images:
         """A grid of the samples (data space in [0, 1], or uint8 0–255)."""
         image_grid_png(path, samples.float() / 255 if samples.dtype == torch.uint8 else samples)
 
-    def round_arrays(self, samples: torch.Tensor, judge) -> dict[str, np.ndarray]:
+    def round_arrays(self, samples: torch.Tensor, judge: Judge) -> dict[str, np.ndarray]:
         """What a round of evaluation samples keeps: uint8 images and the judge's features and class
         probabilities of them."""
         images = data_to_uint8(samples)
@@ -136,5 +140,5 @@ class Images:
     def quality(self, samples: torch.Tensor, seed: int) -> dict[str, float]:
         return {}  # FID and its kin need the judge's reference statistics: rounds_quality
 
-    def rounds_quality(self, rounds: dict[str, np.ndarray], judge, seed: int) -> dict[str, float]:
+    def rounds_quality(self, rounds: dict[str, np.ndarray], judge: Judge, seed: int) -> dict[str, float]:
         return sample_quality(rounds["features"], rounds["probabilities"], judge[1])

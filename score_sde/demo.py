@@ -6,25 +6,28 @@ its likelihood through the probability-flow ODE against the exact value, and plo
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from score_sde.analytic import two_mode_mixture, upper_mode_weight
+from score_sde.analytic import GaussianMixture, two_mode_mixture, upper_mode_weight
 from score_sde.likelihood import log_likelihood
 from score_sde.plots import NO_PLOT, have_matplotlib, scatter_png
 from score_sde.sampling import ode_sample, pc_sample
-from score_sde.sde import VPSDE
+from score_sde.sde import SDE, VPSDE
 
 
-def timed(sampler, *args, **kwargs):
+def timed(sampler: Callable[..., tuple[torch.Tensor, int]], *args: Any, **kwargs: Any
+          ) -> tuple[torch.Tensor, dict[str, float]]:
     """Run a sampler; return its samples and a report of mode weight, NFE and seconds."""
     start = time.perf_counter()
     x, nfe = sampler(*args, **kwargs)
     return x, dict(mode_weight=upper_mode_weight(x), nfe=nfe, seconds=time.perf_counter() - start)
 
 
-def likelihood_report(sde, mixture, data):
+def likelihood_report(sde: SDE, mixture: GaussianMixture, data: torch.Tensor) -> dict[str, float]:
     """Mean log-likelihood (nats): exact, and by the ODE with the SDE's prior and with the exact p_T."""
     score_fn, ones, eps = mixture.score_fn(sde), torch.ones(len(data), dtype=data.dtype), sde.likelihood_eps
 
@@ -38,7 +41,7 @@ def likelihood_report(sde, mixture, data):
                 ode_nats=logp.mean().item(), ode_exact_prior_nats=logp_exact_prior.mean().item(), nfe=nfe)
 
 
-def run(workdir, num_samples=2000, seed=0):
+def run(workdir: Path, num_samples: int = 2000, seed: int = 0) -> dict:
     mixture = two_mode_mixture()
     sde = VPSDE()
     score_fn = mixture.score_fn(sde)
@@ -58,7 +61,7 @@ def run(workdir, num_samples=2000, seed=0):
     return report
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo"))
     parser.add_argument("--num_samples", type=int, default=2000)

@@ -12,6 +12,7 @@ process group is made.
 import dataclasses
 import datetime
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -87,7 +88,7 @@ def barrier() -> None:
         dist.barrier()
 
 
-def gather(x):
+def gather(x: Any) -> list[Any]:
     """[x of rank 0, x of rank 1, ...] on every rank (any picklable x, e.g. CPU tensors of unequal sizes)."""
     if not dist.is_initialized():
         return [x]

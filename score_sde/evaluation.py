@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from score_sde import metrics
+from score_sde.features import FeatureFn
 from score_sde.files import save_npz_atomic
 
 
@@ -67,7 +68,7 @@ def _saved_round(path: Path, produced_by: str) -> dict | None:
         return {name: saved[name] for name in saved.files if name != "produced_by"}
 
 
-def dataset_statistics(batches: Iterable[torch.Tensor], feature_fn, keep_features: bool = False,
+def dataset_statistics(batches: Iterable[torch.Tensor], feature_fn: FeatureFn, keep_features: bool = False,
                        progress: bool = True) -> dict:
     """Mean and covariance (float64) of the features of uint8 image batches, and optionally the features."""
     pools = [feature_fn(batch)[0].numpy() for batch in tqdm(batches, desc="statistics", unit="batch",

@@ -10,6 +10,7 @@ did. Its weights come from a local file; nothing downloads unless asked (`downlo
 """
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,6 +23,8 @@ INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.
                  "weights-inception-2015-12-05-6726825d.pth")
 INCEPTION_SHA256_PREFIX = "6726825d"  # the published file's name carries its SHA-256's first 8 hex digits
 DEFAULT_INCEPTION_PATH = Path("~/.cache/score_sde/weights-inception-2015-12-05-6726825d.pth")
+# A feature network: uint8 images [B, C, H, W] -> (features [B, D], class probabilities [B, K]).
+FeatureFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def sha256_of(path: Path) -> str:
@@ -59,14 +62,14 @@ class InceptionFeatures:
     """The FID Inception network: uint8 images [B, 1 or 3, H, W] -> (pool features [B, 2048], probabilities
     [B, 1008]); grey images are repeated to three channels."""
 
-    def __init__(self, state_dict: dict, device=None):
+    def __init__(self, state_dict: dict, device: torch.device | str | None = None):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         self.network = _build_inception(FeatureExtractorInceptionV3, state_dict).to(device or "cpu").eval()
         self.device = device or "cpu"
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor):
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = _check_uint8(images).to(self.device)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
@@ -77,13 +80,14 @@ class InceptionFeatures:
 class MNISTFeatures:
     """Our MNIST classifier: uint8 images [B, 1, 28, 28] -> (features [B, 128], probabilities [B, 10])."""
 
-    def __init__(self, model: MNISTClassifier | None = None, path=None, device=None):
+    def __init__(self, model: MNISTClassifier | None = None, path: str | os.PathLike | None = None,
+                 device: torch.device | str | None = None):
         model = model or load_classifier(DEFAULT_CLASSIFIER_PATH if path is None else path)
         self.model = model.to(device or "cpu").eval()
         self.device = device or "cpu"
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor):
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = _check_uint8(images).to(self.device).float() / 255.0
         features = self.model.features(x)
         return features.double().cpu(), F.softmax(self.model.logits(features).double(), dim=1).cpu()

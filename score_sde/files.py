@@ -12,9 +12,9 @@ import json
 import os
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -46,14 +46,14 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], None]) 
     return path
 
 
-def write_json_atomic(path: str | os.PathLike, value) -> Path:
+def write_json_atomic(path: str | os.PathLike, value: Any) -> Path:
     """value as standard JSON: a NaN or an infinity raises ValueError rather than write a non-standard
     literal."""
     text = json.dumps(value, indent=2, allow_nan=False)
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def save_npz_atomic(path: str | os.PathLike, **arrays) -> Path:
+def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """np.savez of the arrays, written atomically."""
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -63,7 +63,7 @@ class LockHeld(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, what: str):
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold an exclusive lock on the file at path for the duration of the block, or raise LockHeld at once.
 
     The file records who holds it (process id, host, start time), which the LockHeld message repeats. It is

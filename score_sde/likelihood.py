@@ -4,16 +4,17 @@ Along the ODE dx/dt = f̃(x, t), d log p_t(x(t))/dt = −∇·f̃, so integratin
 divergence gives log p_eps(x) = log p_T(x(T)) + ∫_eps^T ∇·f̃ dt, with p_T replaced by the prior.
 """
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 
 from score_sde.registry import lookup
 from score_sde.sampling.ode import probability_flow_drift
 from score_sde.sampling.odeint import odeint
-from score_sde.sde import randn_like
+from score_sde.sde import SDE, ScoreFn, randn_like
 
 
-def rademacher_like(x, generator=None):
+def rademacher_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     return torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
 
 
@@ -21,7 +22,7 @@ def rademacher_like(x, generator=None):
 PROBES = {"rademacher": rademacher_like, "gaussian": randn_like, "exact": None}
 
 
-def exact_divergence(out, x):
+def exact_divergence(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """tr(∂out/∂x) per sample [B], one backward pass per dimension: for small dimensions only."""
     flat_out = out.flatten(1)
     div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -31,7 +32,9 @@ def exact_divergence(out, x):
     return div
 
 
-def drift_and_divergence(drift_fn, x, t, probe=None):
+def drift_and_divergence(drift_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                         t: torch.Tensor, probe: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """The drift (like x) and its divergence [B] from one forward pass: with a probe v, the Hutchinson
     estimate vᵀ(∂f/∂x)v from one vector-Jacobian product; with probe None, the exact trace."""
     with torch.enable_grad():
@@ -45,8 +48,11 @@ def drift_and_divergence(drift_fn, x, t, probe=None):
     return drift.detach(), div.detach()
 
 
-def log_likelihood(sde, score_fn, x, eps=None, rtol=1e-5, atol=1e-5, method="rk45", divergence="rademacher",
-                   prior_logp=None, generator=None, progress=False):
+def log_likelihood(sde: SDE, score_fn: ScoreFn, x: torch.Tensor, eps: float | None = None, rtol: float = 1e-5,
+                   atol: float = 1e-5, method: str = "rk45", divergence: str = "rademacher",
+                   prior_logp: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   generator: torch.Generator | None = None, progress: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """log p_eps(x) in nats through the probability-flow ODE.
 
     Args:
@@ -80,7 +86,8 @@ def log_likelihood(sde, score_fn, x, eps=None, rtol=1e-5, atol=1e-5, method="rk4
     return prior + end[:, -1], z, nfe
 
 
-def bits_per_dim(logp, x_shape, centered=True, num_bits=8):
+def bits_per_dim(logp: torch.Tensor, x_shape: Sequence[int], centered: bool = True, num_bits: int = 8
+                 ) -> torch.Tensor:
     """Bits/dim of discrete num_bits data from logp [B] (nats) of its dequantized version in model space.
 
     With pixels v in {0, ..., 2^b − 1}, dequantized u = (v + U(0, 1)) / 2^b in [0, 1], and model input

@@ -8,12 +8,14 @@ expected reduced ‖score(x_t, t) + z/s(t)‖² (docs/training.md). With t drawn
 each sample's loss is w(t)·ℓ̂ / ((T − eps)·p(t)): an unbiased estimate of J_w for every density, which only
 changes the variance. Uniform t with the score-matching or likelihood weighting is the original's estimator.
 """
+from collections.abc import Callable
+
 import torch
 
 from score_sde.distributed import ONE_PROCESS
 from score_sde.registry import lookup
-from score_sde.sde import VESDE, VPSDE, expand_to
-from score_sde.time_sampling import lognormal_time, time_density
+from score_sde.sde import SDE, VESDE, VPSDE, ScoreFn, expand_to
+from score_sde.time_sampling import BinnedTime, lognormal_time, time_density
 
 WEIGHTINGS = ("score_matching", "likelihood", "edm")
 
@@ -29,7 +31,8 @@ def _reduce(losses, reduce_mean):
     return flat.mean(1) if reduce_mean else 0.5 * flat.sum(1)
 
 
-def dsm_losses(sde, score_fn, x, t, z, reduce_mean=False, likelihood_weighting=False):
+def dsm_losses(sde: SDE, score_fn: ScoreFn, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
+               reduce_mean: bool = False, likelihood_weighting: bool = False) -> torch.Tensor:
     """Per-sample continuous DSM loss [B] at times t [B] with noise z like x (Song et al. 2021, eq. 7).
 
     λ(t) = s(t)²: ‖s·score + z‖²; with likelihood_weighting, λ(t) = g(t)²: g²·‖score + z/s‖² (Song et al.
@@ -42,7 +45,8 @@ def dsm_losses(sde, score_fn, x, t, z, reduce_mean=False, likelihood_weighting=F
     return _reduce((score * expand_to(std, x) + z) ** 2, reduce_mean)
 
 
-def weighted_dsm_losses(sde, score_fn, x, t, z, weight, reduce_mean=False):
+def weighted_dsm_losses(sde: SDE, score_fn: ScoreFn, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
+                        weight: torch.Tensor, reduce_mean: bool = False) -> torch.Tensor:
     """Per-sample weight·‖score + z/s‖² [B] (reduced as the original), for times t [B], noise z like x and
     per-sample weights [B]: the general form of dsm_losses, where the weight holds w(t) / p(t)."""
     mean, std = sde.marginal_prob(x, t)
@@ -50,7 +54,8 @@ def weighted_dsm_losses(sde, score_fn, x, t, z, weight, reduce_mean=False):
     return _reduce((score + z / expand_to(std, x)) ** 2, reduce_mean) * weight
 
 
-def loss_weight(sde, t, weighting, eps=None, sigma_data=0.5, edm_density=None):
+def loss_weight(sde: SDE, t: torch.Tensor, weighting: str, eps: float | None = None, sigma_data: float = 0.5,
+                edm_density: BinnedTime | None = None) -> torch.Tensor:
     """w(t) [B] of the objective J_w, on the scale of ‖score + z/s‖²:
 
     - "score_matching": s(t)² (Song et al. 2021, the original's default);
@@ -71,7 +76,8 @@ def loss_weight(sde, t, weighting, eps=None, sigma_data=0.5, edm_density=None):
     return (sde.T - eps) * edm_density.pdf(t) * s**2 * (sigma2 + sigma_data**2) / sigma_data**2
 
 
-def smld_losses(sde, model_fn, x, labels, z, reduce_mean=False):
+def smld_losses(sde: VESDE, model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                labels: torch.Tensor, z: torch.Tensor, reduce_mean: bool = False) -> torch.Tensor:
     """Per-sample NCSN loss [B] (Song & Ermon 2019, eq. 5): σ²·‖model(x + σz, i) + z/σ‖², with labels i
     indexing the noise levels from the largest (0) to the smallest (N − 1), as NCSN does."""
     sigma = sde.discrete_sigmas_on(x.device).to(x.dtype).flip(0)[labels]
@@ -80,15 +86,18 @@ def smld_losses(sde, model_fn, x, labels, z, reduce_mean=False):
     return _reduce((score + noise / expand_to(sigma**2, x)) ** 2, reduce_mean) * sigma**2
 
 
-def ddpm_losses(sde, model_fn, x, labels, z, reduce_mean=False):
+def ddpm_losses(sde: VPSDE, model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                labels: torch.Tensor, z: torch.Tensor, reduce_mean: bool = False) -> torch.Tensor:
     """Per-sample DDPM loss [B] (Ho et al. 2020, eq. 14): ‖model(√ᾱ_i·x + √(1 − ᾱ_i)·z, i) − z‖²."""
     alphas_cumprod = sde.alphas_cumprod_on(x.device).to(x.dtype)[labels]
     perturbed = expand_to(alphas_cumprod.sqrt(), x) * x + expand_to((1 - alphas_cumprod).sqrt(), x) * z
     return _reduce((model_fn(perturbed, labels) - z) ** 2, reduce_mean)
 
 
-def get_loss_fn(sde, continuous=True, reduce_mean=False, likelihood_weighting=False, eps=None,
-                t_sampling="uniform", weighting=None, lognormal_mean=-1.2, lognormal_std=1.2, sigma_data=0.5):
+def get_loss_fn(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
+                likelihood_weighting: bool = False, eps: float | None = None, t_sampling: str = "uniform",
+                weighting: str | None = None, lognormal_mean: float = -1.2, lognormal_std: float = 1.2,
+                sigma_data: float = 0.5) -> Callable[..., torch.Tensor]:
     """The training loss as a function loss_fn(fn, batch, generator=None, shard=ONE_PROCESS) -> scalar.
 
     Continuous: fn is a score function (x, t) and t is drawn from the `t_sampling` density (time_sampling:

@@ -12,7 +12,7 @@ import scipy.linalg
 import torch
 
 
-def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
+def feature_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(mean [D], covariance [D, D]) of features [N, D] in float64, the covariance with 1/(N − 1)."""
     features = _as_float64(features)
     if features.ndim != 2 or len(features) < 2:
@@ -20,7 +20,9 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(0), np.cov(features, rowvar=False)
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+def frechet_distance(mu1: np.ndarray | torch.Tensor, sigma1: np.ndarray | torch.Tensor,
+                     mu2: np.ndarray | torch.Tensor, sigma2: np.ndarray | torch.Tensor,
+                     eps: float = 1e-6) -> float:
     """‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^{1/2}), the Fréchet distance of two Gaussians.
 
     When the product is near-singular (the square root comes out with infinities or NaNs), eps·I is added
@@ -58,8 +60,9 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
                  - 2 * k_xy.mean())
 
 
-def kernel_inception_distance(features1, features2, num_subsets: int = 100, subset_size: int = 1000,
-                              seed: int = 0) -> tuple[float, float]:
+def kernel_inception_distance(features1: np.ndarray | torch.Tensor, features2: np.ndarray | torch.Tensor,
+                              num_subsets: int = 100, subset_size: int = 1000, seed: int = 0
+                              ) -> tuple[float, float]:
     """KID: the mean and std over num_subsets random subsets (without replacement within a subset) of
     subset_size rows from each set of the unbiased MMD² (`mmd2_unbiased`). The subset size is capped at the
     smaller set's size."""
@@ -73,7 +76,7 @@ def kernel_inception_distance(features1, features2, num_subsets: int = 100, subs
     return float(np.mean(values)), float(np.std(values))
 
 
-def inception_score(probabilities, splits: int = 10) -> tuple[float, float]:
+def inception_score(probabilities: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:
     """IS: exp(E_x KL(p(y|x) ‖ p(y))) in each of `splits` consecutive parts of probabilities [N, C], mean and
     std over the parts (Salimans et al. 2016)."""
     p = _as_float64(probabilities)
@@ -89,7 +92,7 @@ def inception_score(probabilities, splits: int = 10) -> tuple[float, float]:
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def unit_directions(num: int, dim: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+def unit_directions(num: int, dim: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """num random unit vectors [num, dim], seeded: the projections of `sliced_w2`."""
     d = torch.randn(num, dim, generator=torch.Generator().manual_seed(seed), dtype=dtype)
     return d / d.norm(dim=1, keepdim=True)

@@ -10,6 +10,7 @@ Deterministic (seeded, CPU); the weights go to the cache (DEFAULT_PATH), never i
 import argparse
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -92,7 +93,7 @@ def load_classifier(path: str | os.PathLike = DEFAULT_PATH) -> MNISTClassifier:
     return model.eval()
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mnist", default="../shared/data/mnist", help="folder of the t10k idx files")

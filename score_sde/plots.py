@@ -2,9 +2,12 @@
 optional `plots` extra, imported only when a plot is drawn."""
 import json
 import math
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 import torchvision
 
 if TYPE_CHECKING:  # for the annotations only: matplotlib is imported when a plot is drawn
@@ -39,7 +42,7 @@ def _new_figure(num_panels, panel_size, **subplots):
     return figure, figure.subplots(1, num_panels, squeeze=False, **subplots)[0]
 
 
-def scatter_png(path, point_sets: dict, size: int = 480, extent: float = 10.0) -> "Figure":
+def scatter_png(path: str | os.PathLike, point_sets: dict, size: int = 480, extent: float = 10.0) -> "Figure":
     """Scatter plots of named sets of points, one panel per set, side by side on the same axes.
 
     Args:
@@ -67,7 +70,8 @@ def scatter_png(path, point_sets: dict, size: int = 480, extent: float = 10.0) -
     return figure
 
 
-def replot(results_path, png_path, draw) -> None:
+def replot(results_path: str | os.PathLike, png_path: str | os.PathLike,
+           draw: Callable[[dict, str | os.PathLike], object]) -> None:
     """A benchmark's figure redrawn from its saved results JSON, without running it again: draw(results,
     png_path) with the parsed JSON. SystemExit naming the extra without matplotlib."""
     if not have_matplotlib():
@@ -76,13 +80,14 @@ def replot(results_path, png_path, draw) -> None:
     print(f"{results_path} -> {png_path}")
 
 
-def image_grid_png(path, images, nrow=None):
+def image_grid_png(path: str | os.PathLike, images: torch.Tensor, nrow: int | None = None) -> None:
     """A grid of images [B, C, H, W] with values in [0, 1], nrow to a row (default: square-ish)."""
     nrow = nrow or max(1, int(len(images) ** 0.5))
     torchvision.utils.save_image(images.detach().cpu().float().clamp(0, 1), path, nrow=nrow, padding=2)
 
 
-def save_samples_png(path, samples, reference=None) -> None:
+def save_samples_png(path: str | os.PathLike, samples: torch.Tensor, reference: torch.Tensor | None = None
+                     ) -> None:
     """Image grid for images [B, C, H, W]; for points [B, D] a scatter plot of their first two coordinates,
     next to `reference` points when given. Without matplotlib, points are not drawn: one printed line says so
     (a run is not stopped for want of a picture)."""
@@ -101,8 +106,8 @@ def _positive_points(xs, ys):
     return [x for x, _ in kept], [y for _, y in kept]
 
 
-def loglog_png(path, panels: dict, panel_size=(440, 340), xlabel: str = "", ylabel: str = "",
-               xticks=None) -> "Figure":
+def loglog_png(path: str | os.PathLike, panels: dict, panel_size: tuple[int, int] = (440, 340),
+               xlabel: str = "", ylabel: str = "", xticks: Sequence[float] | None = None) -> "Figure":
     """Line plots on log-log axes, one panel per title, side by side, each with its own axes and legend.
 
     Args:

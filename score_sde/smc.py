@@ -13,14 +13,19 @@ grows, each filter's weighted particles tend to the model chain's posterior, whi
 steps make the true one.
 """
 
+from collections.abc import Sequence
+
 import torch
 from tqdm.auto import tqdm
 
 from score_sde.observations import Observation
-from score_sde.sde import SDE, randn_like
+from score_sde.sde import SDE, ScoreFn, randn_like
+
+Coefficients = tuple[torch.Tensor, torch.Tensor]  # (m, s) of x_t = m·x_0 + s·z, broadcastable to x
 
 
-def forward_posterior(x_b: torch.Tensor, x_0: torch.Tensor, coef_a, coef_b):
+def forward_posterior(x_b: torch.Tensor, x_0: torch.Tensor, coef_a: Coefficients, coef_b: Coefficients
+                      ) -> Coefficients:
     """Mean and variance of q(x_a | x_b, x_0) for a linear SDE, a before b: with x_t = m_t·x_0 + s_t·n,
     r = m_b / m_a and v = s_b² − r²·s_a² (the variance of x_b given x_a),
         mean = (v·m_a / s_b²)·x_0 + (r·s_a² / s_b²)·x_b,   var = s_a²·v / s_b².
@@ -123,10 +128,11 @@ def _gather(x, index):
 
 
 @torch.no_grad()
-def smc_sample(sde: SDE, score_fn, shape, observation: Observation, particles: int = 64,
-               steps: int | None = None, eps: float | None = None, generator: torch.Generator | None = None,
-               device=None, dtype: torch.dtype = torch.float32, progress: bool = False,
-               resample_below: float = 0.5):
+def smc_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], observation: Observation,
+               particles: int = 64, steps: int | None = None, eps: float | None = None,
+               generator: torch.Generator | None = None, device: torch.device | str | None = None,
+               dtype: torch.dtype = torch.float32, progress: bool = False, resample_below: float = 0.5
+               ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
     """B posterior samples, each one particle drawn by final weight from its own filter of P particles.
 
     Args:

@@ -11,6 +11,7 @@ estimator is unbiased whatever the bins, and the bins only decide how close p(t)
 import torch
 
 from score_sde.registry import lookup
+from score_sde.sde import SDE
 
 BINS = 4096
 _FLOOR = 1e-12  # relative mass given to every bin: p(t) > 0 on all of [eps, T], so w(t) / p(t) is finite
@@ -19,20 +20,21 @@ _FLOOR = 1e-12  # relative mass given to every bin: p(t) > 0 on all of [eps, T],
 class UniformTime:
     """t ~ U(eps, T), drawn as the original draws it (so losses stay bit for bit those of before)."""
 
-    def __init__(self, sde, eps):
+    def __init__(self, sde: SDE, eps: float):
         self.T, self.eps = sde.T, eps
 
-    def sample(self, n, generator=None, device=None, dtype=torch.float32):
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return self.eps + (self.T - self.eps) * torch.rand(n, generator=generator, device=device, dtype=dtype)
 
-    def pdf(self, t):
+    def pdf(self, t: torch.Tensor) -> torch.Tensor:
         return torch.full_like(t, 1.0 / (self.T - self.eps))
 
 
 class BinnedTime:
     """A density on [eps, T] that is constant on each bin [edges[k], edges[k + 1]), of mass masses[k]."""
 
-    def __init__(self, edges, masses):
+    def __init__(self, edges: torch.Tensor, masses: torch.Tensor):
         masses = masses.double() + _FLOOR * masses.sum()
         self.edges = edges.double()
         self.masses = masses / masses.sum()
@@ -47,7 +49,8 @@ class BinnedTime:
             self._tables[key] = tuple(v.to(device) for v in (self.edges, self.masses, self.cdf))
         return self._tables[key]
 
-    def sample(self, n, generator=None, device=None, dtype=torch.float32):
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """n times [n]: a bin by its mass, then a uniform place in it, both from one uniform draw."""
         edges, masses, cdf = self._on(device or torch.device("cpu"))
         u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
@@ -55,7 +58,7 @@ class BinnedTime:
         within = ((u - cdf[k]) / masses[k]).clamp(0.0, 1.0)
         return (edges[k] + within * (edges[k + 1] - edges[k])).to(dtype)
 
-    def pdf(self, t):
+    def pdf(self, t: torch.Tensor) -> torch.Tensor:
         """p(t) [B], in t's dtype: the mass of t's bin over the bin's width."""
         edges, masses, _ = self._on(t.device)
         k = (torch.bucketize(t.double(), edges, right=True) - 1).clamp(0, len(masses) - 1)
@@ -71,7 +74,8 @@ def _log_snr_edges(sde, eps, bins=BINS):
     return edges
 
 
-def lognormal_time(sde, eps, mean=-1.2, std=1.2, bins=BINS):
+def lognormal_time(sde: SDE, eps: float, mean: float = -1.2, std: float = 1.2, bins: int = BINS
+                   ) -> BinnedTime:
     """EDM's training noise levels (Karras et al. 2022, Table 1): ln σ ~ N(mean, std²) with σ = s/m = e^{−λ},
     truncated to [eps, T]; each bin's mass is the normal's exact mass over the bin's λ-interval."""
     edges = _log_snr_edges(sde, eps, bins)
@@ -80,7 +84,7 @@ def lognormal_time(sde, eps, mean=-1.2, std=1.2, bins=BINS):
     return BinnedTime(edges, (cdf[1:] - cdf[:-1]).clamp(min=0.0))
 
 
-def importance_time(sde, eps, bins=BINS):
+def importance_time(sde: SDE, eps: float, bins: int = BINS) -> BinnedTime:
     """p(t) ∝ g(t)² / s(t)² (Song et al. 2021b, §5): with likelihood weighting λ(t) = g² the per-time loss of
     a good model is about d·g²/s², so drawing t in proportion to it makes the weighted loss nearly constant
     over t. Each bin's mass is g²/s² at its midpoint times its width."""
@@ -99,6 +103,6 @@ T_SAMPLINGS = {
 }
 
 
-def time_density(sde, name, eps, **kwargs):
+def time_density(sde: SDE, name: str, eps: float, **kwargs: float) -> UniformTime | BinnedTime:
     """The density named `name` (T_SAMPLINGS) on [eps, T]; kwargs: lognormal_mean, lognormal_std."""
     return lookup(T_SAMPLINGS, name, "t_sampling")(sde, eps, **kwargs)

@@ -7,8 +7,9 @@ state, so that a run resumed from a checkpoint continues the same random stream.
 import dataclasses
 import os
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -169,7 +170,7 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
-def keep_implementation(optimizer, optimizer_state):
+def keep_implementation(optimizer: torch.optim.Optimizer, optimizer_state: Mapping) -> dict:
     """optimizer_state with each parameter group's IMPLEMENTATION_FLAGS taken from `optimizer`."""
     groups = [{**saved, **{k: own[k] for k in IMPLEMENTATION_FLAGS if k in own}}
               for saved, own in zip(optimizer_state["param_groups"], optimizer.param_groups)]
@@ -192,7 +193,7 @@ def _check_keys(what, got, expected):
         raise ValueError(problem)
 
 
-def check_optimizer_state(optimizer: torch.optim.Optimizer, optimizer_state) -> None:
+def check_optimizer_state(optimizer: torch.optim.Optimizer, optimizer_state: Mapping) -> None:
     """ValueError when the saved parameter groups or per-parameter state do not fit the optimizer."""
     _check_keys("'optimizer'", optimizer_state, ("state", "param_groups"))
     saved, own = optimizer_state["param_groups"], optimizer.param_groups
@@ -210,7 +211,7 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, optimizer_state) -> 
         raise ValueError(f"'optimizer' state shape mismatches: {wrong}")
 
 
-def check_rng_state(state: TrainState, rng) -> None:
+def check_rng_state(state: TrainState, rng: Mapping) -> None:
     """ValueError when the saved generator states cannot be set: the training generator present in one and
     not the other, or of another kind (a CPU generator's state does not fit a CUDA one)."""
     _check_keys("'rng'", rng, RNG_KEYS)
@@ -229,7 +230,8 @@ def check_rng_state(state: TrainState, rng) -> None:
 
 def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
               likelihood_weighting: bool = False, eps: float | None = None, train: bool = True,
-              shard: Shard = ONE_PROCESS, preconditioning: str = "none", **objective):
+              shard: Shard = ONE_PROCESS, preconditioning: str = "none", **objective: str | float | None
+              ) -> Callable[..., torch.Tensor]:
     """The training objective as loss_fn(state, batch, generator=None) -> scalar, as the original's
     get_step_fn builds it: `get_loss_fn` applied to the network as a score function (continuous; see
     get_score_fn) or as the raw network (x, integer labels) of the discrete SMLD / DDPM losses.
@@ -260,8 +262,8 @@ def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
     return loss_fn
 
 
-def train_step(state: TrainState, batch: torch.Tensor, loss_fn, lr: float, warmup: int = 0,
-               grad_clip: float = -1.0, precision: str = "fp32") -> torch.Tensor:
+def train_step(state: TrainState, batch: torch.Tensor, loss_fn: Callable[..., torch.Tensor], lr: float,
+               warmup: int = 0, grad_clip: float = -1.0, precision: str = "fp32") -> torch.Tensor:
     """One optimisation step on batch [B, ...], drawing its randomness from state.generator.
 
     Nothing here reads a value back to the host: the caller decides when to look at the loss.
@@ -286,8 +288,8 @@ def train_step(state: TrainState, batch: torch.Tensor, loss_fn, lr: float, warmu
 
 
 @torch.no_grad()
-def eval_step(state: TrainState, batch: torch.Tensor, loss_fn, generator: torch.Generator | None = None
-              ) -> torch.Tensor:
+def eval_step(state: TrainState, batch: torch.Tensor, loss_fn: Callable[..., torch.Tensor],
+              generator: torch.Generator | None = None) -> torch.Tensor:
     """The loss on batch [B, ...] of the EMA weights (as the original evaluates), without gradients.
 
     Args:
@@ -350,7 +352,7 @@ def save_checkpoint(path: str | os.PathLike, state: TrainState) -> Path:
     return atomic_write(path, lambda f: torch.save(state_dict, f))
 
 
-def read_checkpoint(path: str | os.PathLike):
+def read_checkpoint(path: str | os.PathLike) -> Any:
     """The object stored at path, ours or the original's, read once by safe_torch_load (weights only, plus
     the numpy scalars the original's hold); ValueError naming the file if unreadable. Every checkpoint the
     package opens is opened here."""

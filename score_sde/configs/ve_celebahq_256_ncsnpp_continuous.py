@@ -2,10 +2,12 @@
 ve/celebahq_256_ncsnpp_continuous). The original builds it on its LSUN defaults
 (configs/default_lsun_configs.py); their differences from the CIFAR-10 defaults are set here, and the other
 high-resolution NCSN++ configs derive from this one."""
+import ml_collections
+
 from score_sde.configs import ve_ncsnpp_continuous
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     config = ve_ncsnpp_continuous.get_config()
     training = config.training
     training.batch_size = 64

@@ -1,9 +1,11 @@
 """NCSN++ on FFHQ 1024×1024 with the VE SDE, continuous training (the original's ve/ffhq_ncsnpp_continuous):
 a narrow (nf 16) network with eight resolutions, batch size 8."""
+import ml_collections
+
 from score_sde.configs import ve_celebahq_256_ncsnpp_continuous
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     config = ve_celebahq_256_ncsnpp_continuous.get_config()
     training = config.training
     training.batch_size = 8

@@ -1,9 +1,11 @@
 """NCSN v1 (Song & Ermon 2019) on CIFAR-10: 10 noise levels from 1 to 0.01, annealed Langevin dynamics with
 100 steps per level, no EMA (the original's ve/ncsn/cifar10). NCSNv2's recipe with v1's network."""
+import ml_collections
+
 from score_sde.configs import ve_ncsnv2
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     config = ve_ncsnv2.get_config()
     config.sampling.n_steps_each = 100
     config.sampling.snr = 0.316

@@ -1,8 +1,10 @@
 """NCSN++ on CIFAR-10 with the VE SDE, continuous training (the original's ve/cifar10_ncsnpp_continuous)."""
+import ml_collections
+
 from score_sde.configs.default import get_default_configs
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     config = get_default_configs()
     training = config.training
     training.sde = "vesde"

@@ -1,9 +1,11 @@
 """NCSNv2 (Song & Ermon 2020) on CIFAR-10: SMLD with 232 noise levels from 50 to 0.01, sampled by annealed
 Langevin dynamics (the original's ve/ncsnv2/cifar10)."""
+import ml_collections
+
 from score_sde.configs.default import get_default_configs
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     config = get_default_configs()
     training = config.training
     training.sde = "vesde"

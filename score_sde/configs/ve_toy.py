@@ -1,8 +1,10 @@
 """The 2-D toy run (vp_toy) with the VE SDE. Ours."""
+import ml_collections
+
 from score_sde.configs import vp_toy
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     config = vp_toy.get_config()
     config.training.sde = "vesde"
     # σ_max about the largest distance between two data points (Technique 1 of Song & Ermon 2020): the toy

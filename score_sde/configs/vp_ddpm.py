@@ -1,9 +1,11 @@
 """DDPM (Ho et al. 2020) on CIFAR-10: the original DDPM U-Net, discrete timesteps, ancestral sampling
 (the original's vp/ddpm/cifar10)."""
+import ml_collections
+
 from score_sde.configs.default import get_default_configs
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     config = get_default_configs()
     training = config.training
     training.sde = "vpsde"

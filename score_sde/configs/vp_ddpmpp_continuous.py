@@ -1,9 +1,11 @@
 """DDPM++ on CIFAR-10 with the VP SDE, continuous training (the original's vp/cifar10_ddpmpp_continuous):
 the NCSN++ network without FIR resampling or input pyramid, on centred data, predicting the noise."""
+import ml_collections
+
 from score_sde.configs.default import get_default_configs
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     config = get_default_configs()
     training = config.training
     training.sde = "vpsde"

@@ -5,10 +5,12 @@ Image size: 28, MNIST's own, so the data need no resizing and samples are what t
 score_sde.metrics reads. The U-Net halves the resolution len(ch_mult) − 1 times and needs an even size at
 every level, so it takes 28 with three resolutions (28, 14, 7): ch_mult has three entries, not CIFAR's four.
 """
+import ml_collections
+
 from score_sde.configs import vp_ddpmpp_continuous
 
 
-def use_mnist(config):
+def use_mnist(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Turn a CIFAR-10 config into its MNIST version: the data, a network of about 7 M parameters (CIFAR's
     have 62 M) and a run of 100k steps, a thirteenth of CIFAR-10's (still over 200 epochs of MNIST)."""
     training = config.training
@@ -38,5 +40,5 @@ def use_mnist(config):
     return config
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     return use_mnist(vp_ddpmpp_continuous.get_config())

@@ -2,10 +2,12 @@
 whole pipeline (train, sample, likelihood) on data whose exact score is known. Ours: the original has no toy
 configs. `main.py --mode=train` took 40 s with OMP_NUM_THREADS=1, snapshot samples included; the network is
 too small for more threads to help."""
+import ml_collections
+
 from score_sde.configs.default import get_default_configs
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     config = get_default_configs()
     training = config.training
     training.sde = "vpsde"

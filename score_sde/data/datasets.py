@@ -1,5 +1,6 @@
 """Image datasets whose items are (image [C, H, W] float in [0, 1], integer label; 0 where a dataset has
 none): in memory, synthetic, decoded from PIL images, or the image files of a folder."""
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -66,7 +67,8 @@ class PILImages(Dataset):
             the dataset's crop and resize; image_size: side; num_channels: 1 (grey) or 3 (RGB).
     """
 
-    def __init__(self, source, crop_fn, image_size: int, num_channels: int):
+    def __init__(self, source: Dataset, crop_fn: Callable[[torch.Tensor, int], torch.Tensor], image_size: int,
+                 num_channels: int):
         self.source, self.crop_fn = source, crop_fn
         self.image_size, self.num_channels = image_size, num_channels
 

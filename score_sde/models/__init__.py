@@ -4,6 +4,9 @@ loading of the original implementation's checkpoints.
 `create_model(config)` is the one adapter from `config.model` / `config.data` to the networks' explicit
 constructor arguments: each family has one small function below that reads the config.
 """
+import ml_collections
+from torch import nn
+
 from score_sde.configs import num_channels
 from score_sde.models.checkpoints import ReferenceCheckpoint as ReferenceCheckpoint
 from score_sde.models.checkpoints import load_reference_checkpoint as load_reference_checkpoint
@@ -99,6 +102,6 @@ MODELS = {
 }
 
 
-def create_model(config):
+def create_model(config: ml_collections.ConfigDict) -> nn.Module:
     """Build the network named by config.model.name (in float32 on the CPU; move it with .to())."""
     return lookup(MODELS, config.model.name, "model")(config)

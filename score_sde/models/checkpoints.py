@@ -6,8 +6,10 @@ Here every translation is explicit: the prefix is removed key by key, key sets a
 before a strict load, and the positional EMA list is paired with parameter names.
 """
 import dataclasses
+import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ def _numpy_scalar_reconstructor():
     return scalar
 
 
-def numpy_safe_globals():
+def numpy_safe_globals() -> list[Callable | tuple[Callable, str]]:
     """The allow-list for the original's checkpoints: its training loop leaves a numpy.float64 learning rate
     in the optimizer state, pickled as scalar(dtype('float64'), bytes). The reconstructor is listed under its
     numpy 1.x and 2.x names, so files written under either load under either."""
@@ -39,7 +41,7 @@ def numpy_safe_globals():
     ]
 
 
-def safe_torch_load(path, map_location="cpu"):
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """torch.load with weights_only=True, allowing only the numpy types the original's checkpoints hold.
 
     Anything else a pickle names (a function, a class) is refused and never called.
@@ -69,7 +71,7 @@ class ReferenceCheckpoint:
     step: int | None
 
 
-def strip_prefix(state_dict, prefix=PREFIX):
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = PREFIX) -> dict[str, torch.Tensor]:
     """The state dict with `prefix` removed from every key; ValueError naming keys that lack it."""
     lacking = [k for k in state_dict if not k.startswith(prefix)]
     if lacking:
@@ -78,7 +80,7 @@ def strip_prefix(state_dict, prefix=PREFIX):
     return {k[len(prefix):]: v for k, v in state_dict.items()}
 
 
-def check_state_dict(model, state_dict):
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """ValueError naming missing keys, unexpected keys and shape mismatches of state_dict against model."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -92,14 +94,15 @@ def check_state_dict(model, state_dict):
         raise ValueError("the checkpoint does not fit the model: " + "; ".join(problems))
 
 
-def ema_names(model, checkpoint_keys):
+def ema_names(model: nn.Module, checkpoint_keys: Iterable[str]) -> list[str]:
     """Names for the checkpoint's positional EMA list: the checkpoint's keys that are trainable parameters of
     model, in checkpoint order (the original model's parameters() order)."""
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     return [k for k in checkpoint_keys if k in trainable]
 
 
-def reference_ema(model, ema_state, checkpoint_keys):
+def reference_ema(model: nn.Module, ema_state: Mapping, checkpoint_keys: Iterable[str]
+                  ) -> ExponentialMovingAverage:
     """An ExponentialMovingAverage of model filled from the original's {'decay', 'num_updates',
     'shadow_params': list} state."""
     names = ema_names(model, checkpoint_keys)
@@ -112,7 +115,8 @@ def reference_ema(model, ema_state, checkpoint_keys):
         "shadow_params": dict(zip(names, shadows))})
 
 
-def remap_optimizer_state(optimizer_state, model, checkpoint_keys):
+def remap_optimizer_state(optimizer_state: dict | None, model: nn.Module, checkpoint_keys: Iterable[str]
+                          ) -> dict | None:
     """The optimizer state renumbered from the checkpoint's parameter order to model.parameters() order (the
     same order unless the network registers its modules differently), for an optimizer built over
     model.parameters() as the original's is."""
@@ -136,7 +140,7 @@ def remap_optimizer_state(optimizer_state, model, checkpoint_keys):
     return {"state": state, "param_groups": groups}
 
 
-def is_reference_format(checkpoint) -> bool:
+def is_reference_format(checkpoint: object) -> bool:
     """Whether a loaded checkpoint dict is in the original's format: its EMA's 'shadow_params' is a positional
     list, where ours keys the shadow weights by parameter name."""
     ema = checkpoint.get("ema") if isinstance(checkpoint, dict) else None

@@ -1,6 +1,6 @@
 """Exponential moving average of a network's trainable parameters, paired with them by name."""
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -8,7 +8,7 @@ from torch import nn
 STATE_KEYS = ("decay", "num_updates", "shadow_params")
 
 
-def trainable_parameters(model: nn.Module):
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) pairs of the parameters that train, in model.parameters() order."""
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
@@ -45,7 +45,7 @@ class ExponentialMovingAverage:
                              f"{missing}, the EMA lacks {extra}")
         return list(self.shadow.values()), [params[name] for name in self.shadow]
 
-    def current_decay(self):
+    def current_decay(self) -> float:
         """The decay the next update will use (the warm-up applied)."""
         if self.num_updates is None:
             return self.decay
@@ -53,7 +53,7 @@ class ExponentialMovingAverage:
         return min(self.decay, (1 + n) / (10 + n))
 
     @torch.no_grad()
-    def update(self, model: nn.Module):
+    def update(self, model: nn.Module) -> None:
         """One averaging step; call it after each optimizer step. Runs on the device, without a host sync."""
         decay = self.current_decay()
         if self.num_updates is not None:
@@ -63,19 +63,19 @@ class ExponentialMovingAverage:
         torch._foreach_lerp_(shadows, params, 1.0 - decay)
 
     @torch.no_grad()
-    def copy_to(self, model: nn.Module):
+    def copy_to(self, model: nn.Module) -> None:
         """Overwrite the model's trainable parameters with the averages."""
         shadows, params = self._paired(model)
         torch._foreach_copy_(params, shadows)
 
     @torch.no_grad()
-    def store(self, model: nn.Module):
+    def store(self, model: nn.Module) -> None:
         """Keep a copy of the model's current trainable parameters, for `restore` after `copy_to`."""
         _, params = self._paired(model)
         self._stored = [p.detach().clone() for p in params]
 
     @torch.no_grad()
-    def restore(self, model: nn.Module):
+    def restore(self, model: nn.Module) -> None:
         """Put back the parameters saved by `store`."""
         if self._stored is None:
             raise ValueError("restore() needs a preceding store()")
@@ -84,7 +84,7 @@ class ExponentialMovingAverage:
         self._stored = None
 
     @contextlib.contextmanager
-    def average_parameters(self, model: nn.Module):
+    def average_parameters(self, model: nn.Module) -> Iterator[nn.Module]:
         """Within the block, the model carries the averaged weights; its own weights come back after."""
         self.store(model)
         self.copy_to(model)
@@ -93,12 +93,12 @@ class ExponentialMovingAverage:
         finally:
             self.restore(model)
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """{'decay', 'num_updates', 'shadow_params': {parameter name: tensor}}."""
         return {"decay": self.decay, "num_updates": self.num_updates, "shadow_params": dict(self.shadow)}
 
     @torch.no_grad()
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping) -> None:
         """Load a `state_dict()` of this class; names and shapes must match exactly. Everything is checked
         before anything is copied: on a ValueError the EMA is as it was.
 
@@ -127,7 +127,7 @@ class ExponentialMovingAverage:
         self.num_updates = state_dict["num_updates"]
 
     @classmethod
-    def from_state_dict(cls, model: nn.Module, state_dict) -> "ExponentialMovingAverage":
+    def from_state_dict(cls, model: nn.Module, state_dict: Mapping) -> "ExponentialMovingAverage":
         """A new EMA of model's trainable parameters holding state_dict (a `state_dict()` of this class),
         checked by load_state_dict; nothing else changes, so a checkpoint's EMA can be tried before the
         checkpoint is applied."""

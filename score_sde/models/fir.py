@@ -5,14 +5,19 @@ and a true convolution with the kernel; `upsample_conv_2d` / `conv_downsample_2d
 The naive versions are nearest-neighbour and box filtering. Kernels are given as sequences of taps (1-D,
 made separable by an outer product, or 2-D) and normalised to sum to one.
 """
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from score_sde.models.layers import variance_scaling_
 
+# FIR taps: a 1-D sequence (made separable), a square 2-D one, or either as a tensor.
+Taps = Sequence[float] | Sequence[Sequence[float]] | torch.Tensor
 
-def setup_kernel(k) -> torch.Tensor:
+
+def setup_kernel(k: Taps) -> torch.Tensor:
     """The 2-D FIR kernel for taps `k` (1-D: outer product with itself; 2-D: as given), normalised to sum
     to 1, in float64: on the CPU for a sequence, on k's device for a tensor (see `register_taps`). For
     integer taps its float32 rounding equals the original's numpy one."""
@@ -24,7 +29,7 @@ def setup_kernel(k) -> torch.Tensor:
     return k / k.sum()
 
 
-def register_taps(module: nn.Module, k) -> None:
+def register_taps(module: nn.Module, k: Taps) -> None:
     """Keep the taps k on `module` as the buffer `fir_taps` (float32, exact for integer taps; not saved in
     state dicts), so that they move with the network: a kernel made from a Python sequence in forward would
     be copied from the host at every call, which on a GPU waits for the device."""
@@ -35,7 +40,8 @@ def _kernel_like(k, x: torch.Tensor, scale: float) -> torch.Tensor:
     return (setup_kernel(k) * scale).to(x.dtype).to(x.device)
 
 
-def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad=(0, 0)) -> torch.Tensor:
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
+              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Upsample, FIR-filter, downsample each channel of an image batch.
 
     Inserts up − 1 zeros after every sample, pads both spatial axes by pad[0] before and pad[1] after
@@ -60,7 +66,7 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     return F.conv2d(x, weight, stride=down, groups=channels)  # stride: every down-th output of the filter
 
 
-def upsample_2d(x: torch.Tensor, k=None, factor: int = 2, gain: float = 1) -> torch.Tensor:
+def upsample_2d(x: torch.Tensor, k: Taps | None = None, factor: int = 2, gain: float = 1) -> torch.Tensor:
     """FIR upsampling: [B, C, H, W] -> [B, C, H·factor, W·factor]. The kernel is scaled by factor² so a
     constant image keeps its value (times `gain`) away from the borders. k defaults to [1] * factor
     (nearest neighbour)."""
@@ -70,7 +76,7 @@ def upsample_2d(x: torch.Tensor, k=None, factor: int = 2, gain: float = 1) -> to
     return upfirdn2d(x, kernel, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2))
 
 
-def downsample_2d(x: torch.Tensor, k=None, factor: int = 2, gain: float = 1) -> torch.Tensor:
+def downsample_2d(x: torch.Tensor, k: Taps | None = None, factor: int = 2, gain: float = 1) -> torch.Tensor:
     """FIR downsampling: [B, C, H, W] -> [B, C, H // factor, W // factor] (for H, W divisible by factor).
     k defaults to [1] * factor (box filter = average pooling)."""
     k = [1] * factor if k is None else k
@@ -79,7 +85,7 @@ def downsample_2d(x: torch.Tensor, k=None, factor: int = 2, gain: float = 1) -> 
     return upfirdn2d(x, kernel, down=factor, pad=((p + 1) // 2, p // 2))
 
 
-def upsample_conv_2d(x: torch.Tensor, w: torch.Tensor, k=None, factor: int = 2,
+def upsample_conv_2d(x: torch.Tensor, w: torch.Tensor, k: Taps | None = None, factor: int = 2,
                      gain: float = 1) -> torch.Tensor:
     """Fused FIR upsampling and convolution: [B, C_in, H, W] -> [B, C_out, H·factor, W·factor].
 
@@ -102,7 +108,7 @@ def upsample_conv_2d(x: torch.Tensor, w: torch.Tensor, k=None, factor: int = 2,
     return upfirdn2d(h, kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1))
 
 
-def conv_downsample_2d(x: torch.Tensor, w: torch.Tensor, k=None, factor: int = 2,
+def conv_downsample_2d(x: torch.Tensor, w: torch.Tensor, k: Taps | None = None, factor: int = 2,
                        gain: float = 1) -> torch.Tensor:
     """Fused convolution and FIR downsampling: [B, C_in, H, W] -> [B, C_out, H // factor, W // factor]:
     FIR filtering with padding, then a stride-`factor` conv2d with w [C_out, C_in, K, K]. Away from the
@@ -131,7 +137,8 @@ class Conv2d(nn.Module):
     the original so checkpoints load as they are."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, up: bool = False, down: bool = False,
-                 resample_kernel=(1, 3, 3, 1), use_bias: bool = True, init_scale: float = 1.0):
+                 resample_kernel: Sequence[int] = (1, 3, 3, 1), use_bias: bool = True,
+                 init_scale: float = 1.0):
         super().__init__()
         if up and down:
             raise ValueError("Conv2d: up and down cannot both be set")

@@ -16,12 +16,12 @@ ACTIVATIONS = {
 }
 
 
-def get_act(nonlinearity):
+def get_act(nonlinearity: str) -> nn.Module:
     """The activation module named by config.model.nonlinearity (case-insensitive, as in the original)."""
     return lookup(ACTIVATIONS, nonlinearity.lower(), "nonlinearity")()
 
 
-def geometric_sigmas(sigma_min, sigma_max, num_scales):
+def geometric_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> torch.Tensor:
     """The descending noise levels exp(linspace(log σ_max, log σ_min, num_scales)) in float64, index 0 the
     largest, as the original's `get_sigmas`. Computed like numpy's linspace (start + i·step, last = stop),
     which matches the published buffers bit for bit where torch.linspace would round differently."""
@@ -33,7 +33,8 @@ def geometric_sigmas(sigma_min, sigma_max, num_scales):
     return torch.exp(log_sigmas)
 
 
-def variance_scaling_(tensor, scale=1.0, in_axis=1, out_axis=0):
+def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, in_axis: int = 1, out_axis: int = 0
+                      ) -> torch.Tensor:
     """In place: uniform init with variance scale / fan_avg, the DDPM / NCSN++ default ("fan_avg",
     "uniform" variance scaling as in JAX), with scale 0 mapped to a tiny value as the original does."""
     scale = 1e-10 if scale == 0 else scale
@@ -45,8 +46,8 @@ def variance_scaling_(tensor, scale=1.0, in_axis=1, out_axis=0):
         return tensor.uniform_(-bound, bound)
 
 
-def ddpm_conv(in_planes, out_planes, kernel_size=3, stride=1, bias=True, dilation=1, init_scale=1.0,
-              padding=None):
+def ddpm_conv(in_planes: int, out_planes: int, kernel_size: int = 3, stride: int = 1, bias: bool = True,
+              dilation: int = 1, init_scale: float = 1.0, padding: int | None = None) -> nn.Conv2d:
     """Conv2d with DDPM initialisation: variance-scaled weights, zero bias; 'same' padding by default."""
     padding = dilation * (kernel_size // 2) if padding is None else padding
     conv = nn.Conv2d(in_planes, out_planes, kernel_size, stride=stride, padding=padding, dilation=dilation,
@@ -57,16 +58,18 @@ def ddpm_conv(in_planes, out_planes, kernel_size=3, stride=1, bias=True, dilatio
     return conv
 
 
-def conv1x1(in_planes, out_planes, stride=1, bias=True, init_scale=1.0):
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1, bias: bool = True, init_scale: float = 1.0
+            ) -> nn.Conv2d:
     return ddpm_conv(in_planes, out_planes, 1, stride=stride, bias=bias, init_scale=init_scale, padding=0)
 
 
-def conv3x3(in_planes, out_planes, stride=1, bias=True, dilation=1, init_scale=1.0):
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, bias: bool = True, dilation: int = 1,
+            init_scale: float = 1.0) -> nn.Conv2d:
     return ddpm_conv(in_planes, out_planes, 3, stride=stride, bias=bias, dilation=dilation,
                      init_scale=init_scale)
 
 
-def dense(in_features, out_features, init_scale=1.0):
+def dense(in_features: int, out_features: int, init_scale: float = 1.0) -> nn.Linear:
     """nn.Linear with DDPM initialisation (variance-scaled weight, zero bias)."""
     linear = nn.Linear(in_features, out_features)
     variance_scaling_(linear.weight, init_scale)
@@ -78,17 +81,18 @@ class NIN(nn.Module):
     """A dense layer over the channel axis at every pixel: [B, C_in, H, W] -> [B, C_out, H, W].
     Parameters W [C_in, C_out] and b [C_out], named as in the original so checkpoints load as they are."""
 
-    def __init__(self, in_dim, num_units, init_scale=0.1):
+    def __init__(self, in_dim: int, num_units: int, init_scale: float = 0.1):
         super().__init__()
         weight = variance_scaling_(torch.empty(in_dim, num_units), init_scale, in_axis=0, out_axis=1)
         self.W = nn.Parameter(weight)
         self.b = nn.Parameter(torch.zeros(num_units))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bchw,cd->bdhw", x, self.W) + self.b[:, None, None]
 
 
-def timestep_embedding(timesteps, embedding_dim, max_positions=10000):
+def timestep_embedding(timesteps: torch.Tensor, embedding_dim: int, max_positions: int = 10000
+                       ) -> torch.Tensor:
     """Sinusoidal embedding [B, embedding_dim] (float32) of (possibly fractional) timesteps [B] (Vaswani et
     al. 2017; DDPM). Computed in float32 as the original does; callers cast it to their activations' dtype."""
     half = embedding_dim // 2

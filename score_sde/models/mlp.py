@@ -58,14 +58,14 @@ class MLP(nn.Module):
         self.skip_gain = dense(hidden_dim, 1) if input_skip else None
         self.act = nn.SiLU()
 
-    def embed(self, labels, dtype):
+    def embed(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """The label embedding [B, embedding_dim] in the given dtype."""
         if self.embedding_type == "positional":
             return timestep_embedding(labels, self.embedding_dim).to(dtype)
         args = torch.log(labels.to(dtype))[:, None] * self.fourier_W.to(dtype)[None, :] * (2 * math.pi)
         return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
-    def forward(self, x, labels):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.flatten(1)  # images [B, C, H, W] are points of dimension C·H·W
         if x.shape[1] != self.input.in_features:

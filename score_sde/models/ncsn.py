@@ -6,6 +6,7 @@ record (see ../shared/fixtures/reference_models/README.md, "Caveats"): dilated 3
 their dilation, and NCSN v1 uses a conditional InstanceNorm++ with one row per noise level everywhere.
 """
 import itertools
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -15,13 +16,13 @@ from score_sde.models.layers import geometric_sigmas, get_act
 from score_sde.sde import expand_to
 
 
-def ncsn_conv3x3(in_planes, out_planes, bias=True, dilation=1):
+def ncsn_conv3x3(in_planes: int, out_planes: int, bias: bool = True, dilation: int = 1) -> nn.Conv2d:
     """3×3 conv with PyTorch's default init (as NCSN/NCSNv2) and 'same' padding, also when dilated: the
     reference pads dilated convs by 1 and then cannot add its residual branches."""
     return nn.Conv2d(in_planes, out_planes, 3, padding=dilation, dilation=dilation, bias=bias)
 
 
-def ncsn_conv1x1(in_planes, out_planes, bias=True):
+def ncsn_conv1x1(in_planes: int, out_planes: int, bias: bool = True) -> nn.Conv2d:
     """1×1 conv with PyTorch's default init."""
     return nn.Conv2d(in_planes, out_planes, 1, bias=bias)
 
@@ -29,7 +30,8 @@ def ncsn_conv1x1(in_planes, out_planes, bias=True):
 # ---- InstanceNorm++ (Song & Ermon 2019, App. A) ----
 
 
-def instance_norm_plus(x, instance_norm, gamma, alpha, beta=None):
+def instance_norm_plus(x: torch.Tensor, instance_norm: nn.Module, gamma: torch.Tensor, alpha: torch.Tensor,
+                       beta: torch.Tensor | None = None) -> torch.Tensor:
     """gamma·(IN(x) + alpha·m̃) + beta, where m̃ are the channel means of x standardised across channels:
     plain instance norm would discard the relative brightness of the channels, this keeps it.
 
@@ -48,7 +50,7 @@ def instance_norm_plus(x, instance_norm, gamma, alpha, beta=None):
 class InstanceNorm2dPlus(nn.Module):
     """InstanceNorm++ with learned per-channel alpha, gamma (init N(1, 0.02)) and beta (init 0)."""
 
-    def __init__(self, num_features, bias=True):
+    def __init__(self, num_features: int, bias: bool = True):
         super().__init__()
         self.num_features, self.bias = num_features, bias
         self.instance_norm = nn.InstanceNorm2d(num_features, affine=False, track_running_stats=False)
@@ -57,7 +59,7 @@ class InstanceNorm2dPlus(nn.Module):
         if bias:
             self.beta = nn.Parameter(torch.zeros(num_features))
 
-    def forward(self, x, y=None):
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, C, H, W]. y is ignored: taking it lets every norm here be called as norm(x, y)."""
         beta = self.beta if self.bias else None
         return instance_norm_plus(x, self.instance_norm, self.gamma, self.alpha, beta)
@@ -66,7 +68,7 @@ class InstanceNorm2dPlus(nn.Module):
 class ConditionalInstanceNorm2dPlus(nn.Module):
     """InstanceNorm++ whose gamma, alpha, beta are rows of a table indexed by the noise level (NCSN v1)."""
 
-    def __init__(self, num_features, num_classes, bias=True):
+    def __init__(self, num_features: int, num_classes: int, bias: bool = True):
         super().__init__()
         self.num_features, self.bias = num_features, bias
         self.instance_norm = nn.InstanceNorm2d(num_features, affine=False, track_running_stats=False)
@@ -76,7 +78,7 @@ class ConditionalInstanceNorm2dPlus(nn.Module):
             self.embed.weight[:, :2 * num_features].normal_(1.0, 0.02)
             self.embed.weight[:, 2 * num_features:].zero_()
 
-    def forward(self, x, y):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: [B, C, H, W]; y: [B] integer noise-level indices."""
         gamma, alpha, *beta = self.embed(y).chunk(3 if self.bias else 2, dim=-1)
         return instance_norm_plus(x, self.instance_norm, gamma, alpha, *beta)
@@ -95,11 +97,11 @@ def _norm(num_features, num_classes):
 class ConvMeanPool(nn.Module):
     """A 'same' conv, then 2×2 average pooling written as the mean of the four pixel phases."""
 
-    def __init__(self, input_dim, output_dim, kernel_size=3):
+    def __init__(self, input_dim: int, output_dim: int, kernel_size: int = 3):
         super().__init__()
         self.conv = nn.Conv2d(input_dim, output_dim, kernel_size, padding=kernel_size // 2)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv(x)
         # The reference's summation order, so float rounding matches it.
         return (h[:, :, ::2, ::2] + h[:, :, 1::2, ::2] + h[:, :, ::2, 1::2] + h[:, :, 1::2, 1::2]) / 4.0
@@ -110,7 +112,8 @@ class ResidualBlock(nn.Module):
     the width changes or resample='down'. Dilated blocks never change the resolution: there 'down' only
     means a learned shortcut (the original NCSNv2 widens the receptive field instead of pooling)."""
 
-    def __init__(self, input_dim, output_dim, resample=None, act=None, dilation=1, num_classes=None):
+    def __init__(self, input_dim: int, output_dim: int, resample: str | None = None,
+                 act: nn.Module | None = None, dilation: int = 1, num_classes: int | None = None):
         super().__init__()
         if resample not in (None, "down"):
             raise ValueError(f"unknown resample {resample!r}; expected None or 'down'")
@@ -138,7 +141,7 @@ class ResidualBlock(nn.Module):
             return ncsn_conv3x3(input_dim, output_dim, dilation=dilation)
         return ncsn_conv1x1(input_dim, output_dim)
 
-    def forward(self, x, y=None):
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, input_dim, H, W]; y: [B] noise-level indices (used by conditional norms only)."""
         h = self.conv1(self.non_linearity(self.normalize1(x, y)))
         h = self.conv2(self.non_linearity(self.normalize2(h, y)))
@@ -157,7 +160,8 @@ class RCUBlock(nn.Module):
     """Residual conv units: n_blocks times x <- x + conv(act(... conv(act(x)))) with n_stages bias-free convs;
     with num_classes, a conditional InstanceNorm++ precedes every activation (NCSN v1)."""
 
-    def __init__(self, features, n_blocks, n_stages, act, num_classes=None):
+    def __init__(self, features: int, n_blocks: int, n_stages: int, act: nn.Module,
+                 num_classes: int | None = None):
         super().__init__()
         self.stride, self.n_blocks, self.n_stages = 1, n_blocks, n_stages
         self.conditional = num_classes is not None
@@ -167,7 +171,7 @@ class RCUBlock(nn.Module):
             setattr(self, f"{i}_{j}_conv", ncsn_conv3x3(features, features, bias=False))
         self.act = act
 
-    def forward(self, x, y=None):
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         for i in range(1, self.n_blocks + 1):
             residual = x
             for j in range(1, self.n_stages + 1):
@@ -182,7 +186,8 @@ class CRPBlock(nn.Module):
     """Chained residual pooling: x + Σ_k path_k with path_k = conv(pool(path_{k-1})), 5×5 stride-1 pooling
     (max for NCSNv2, average for NCSN v1); with num_classes, path is normalised before each pooling."""
 
-    def __init__(self, features, n_stages, act, maxpool=True, num_classes=None):
+    def __init__(self, features: int, n_stages: int, act: nn.Module, maxpool: bool = True,
+                 num_classes: int | None = None):
         super().__init__()
         self.n_stages = n_stages
         self.convs = nn.ModuleList([ncsn_conv3x3(features, features, bias=False) for _ in range(n_stages)])
@@ -193,7 +198,7 @@ class CRPBlock(nn.Module):
         self.pool = pool(kernel_size=5, stride=1, padding=2)
         self.act = act
 
-    def forward(self, x, y=None):
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         x = self.act(x)
         path = x
         for i, conv in enumerate(self.convs):
@@ -208,7 +213,7 @@ class MSFBlock(nn.Module):
     """Multi-resolution fusion: each input through its own conv (after a conditional norm with
     num_classes), resized bilinearly (align_corners=True) to the output shape, then summed."""
 
-    def __init__(self, in_planes, features, num_classes=None):
+    def __init__(self, in_planes: Sequence[int], features: int, num_classes: int | None = None):
         super().__init__()
         self.features = features
         self.convs = nn.ModuleList([ncsn_conv3x3(c, features) for c in in_planes])
@@ -216,7 +221,8 @@ class MSFBlock(nn.Module):
         self.norms = nn.ModuleList(
             [ConditionalInstanceNorm2dPlus(c, num_classes) for c in in_planes if conditional])
 
-    def forward(self, xs, shape, y=None):
+    def forward(self, xs: Sequence[torch.Tensor], shape: Sequence[int], y: torch.Tensor | None = None
+                ) -> torch.Tensor:
         total = None
         for i, (x, conv) in enumerate(zip(xs, self.convs)):
             h = conv(self.norms[i](x, y) if len(self.norms) else x)
@@ -231,7 +237,8 @@ class RefineBlock(nn.Module):
     """One RefineNet stage: RCUs adapt each input, MSF fuses them (when there are two), CRP pools, and an
     output RCU (three units in the last stage, `end`) finishes."""
 
-    def __init__(self, in_planes, features, act, end=False, maxpool=True, num_classes=None):
+    def __init__(self, in_planes: Sequence[int], features: int, act: nn.Module, end: bool = False,
+                 maxpool: bool = True, num_classes: int | None = None):
         super().__init__()
         cond = num_classes is not None
         rcu, msf, crp = (CondRCUBlock, CondMSFBlock, CondCRPBlock) if cond else (RCUBlock, MSFBlock, CRPBlock)
@@ -242,7 +249,8 @@ class RefineBlock(nn.Module):
             self.msf = msf(in_planes, features, num_classes=num_classes)
         self.crp = crp(features, 2, act, maxpool=maxpool, num_classes=num_classes)
 
-    def forward(self, xs, output_shape, y=None):
+    def forward(self, xs: Sequence[torch.Tensor], output_shape: Sequence[int], y: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """xs: one or two [B, C_i, H_i, W_i]; output_shape: (H, W) of the result [B, features, H, W]."""
         hs = [adapt(x, y) for adapt, x in zip(self.adapt_convs, xs)]
         h = self.msf(hs, output_shape, y) if self.n_blocks > 1 else hs[0]
@@ -351,10 +359,11 @@ class NCSN(_RefineNet):
     noise levels, 0 the largest. Returns the score estimate [B, channels, H, W].
     """
 
-    def __init__(self, channels=3, nf=128, num_scales=10, centered=False, nonlinearity="elu"):
+    def __init__(self, channels: int = 3, nf: int = 128, num_scales: int = 10, centered: bool = False,
+                 nonlinearity: str = "elu"):
         super().__init__(NCSN_STAGES, channels, nf, centered, nonlinearity, num_classes=num_scales)
 
-    def forward(self, x, labels):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self._features(x, labels)
 
 
@@ -369,12 +378,12 @@ class NCSNv2(_RefineNet):
 
     stages = NCSN_STAGES
 
-    def __init__(self, channels=3, nf=128, centered=False, sigma_min=0.01, sigma_max=50.0, num_scales=232,
-                 nonlinearity="elu"):
+    def __init__(self, channels: int = 3, nf: int = 128, centered: bool = False, sigma_min: float = 0.01,
+                 sigma_max: float = 50.0, num_scales: int = 232, nonlinearity: str = "elu"):
         super().__init__(self.stages, channels, nf, centered, nonlinearity)
         self.register_buffer("sigmas", geometric_sigmas(sigma_min, sigma_max, num_scales))
 
-    def forward(self, x, labels):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self._features(x, labels) / expand_to(self.sigmas[labels], x)
 
 

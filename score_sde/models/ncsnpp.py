@@ -109,7 +109,7 @@ class Upsample(nn.Module):
     3×3 conv)."""
 
     def __init__(self, in_ch: int | None = None, out_ch: int | None = None, with_conv: bool = False,
-                 fir: bool = False, fir_kernel=(1, 3, 3, 1)):
+                 fir: bool = False, fir_kernel: Sequence[int] = (1, 3, 3, 1)):
         super().__init__()
         out_ch = out_ch if out_ch else in_ch
         if with_conv and fir:
@@ -133,7 +133,7 @@ class Downsample(nn.Module):
     right and bottom by one (as TF's 'SAME'), or 2×2 average pooling."""
 
     def __init__(self, in_ch: int | None = None, out_ch: int | None = None, with_conv: bool = False,
-                 fir: bool = False, fir_kernel=(1, 3, 3, 1)):
+                 fir: bool = False, fir_kernel: Sequence[int] = (1, 3, 3, 1)):
         super().__init__()
         out_ch = out_ch if out_ch else in_ch
         if with_conv and fir:
@@ -157,7 +157,7 @@ class ResnetBlockDDPMpp(nn.Module):
     """DDPM's residual block with NCSN++'s group count and optional √2 skip rescaling: GroupNorm, act, 3×3
     conv, + Dense(act(temb)) per channel, GroupNorm, act, dropout, 3×3 conv; NIN shortcut if C changes."""
 
-    def __init__(self, act, in_ch: int, out_ch: int | None = None, temb_dim: int | None = None,
+    def __init__(self, act: nn.Module, in_ch: int, out_ch: int | None = None, temb_dim: int | None = None,
                  dropout: float = 0.1, skip_rescale: bool = False, init_scale: float = 0.0):
         super().__init__()
         out_ch = out_ch if out_ch else in_ch
@@ -188,9 +188,10 @@ class ResnetBlockBigGANpp(nn.Module):
     """BigGAN's residual block, which can also resample by 2 (up or down: FIR or naive, applied to both the
     residual branch after its first activation and the shortcut); 1×1 conv shortcut when C or size changes."""
 
-    def __init__(self, act, in_ch: int, out_ch: int | None = None, temb_dim: int | None = None,
+    def __init__(self, act: nn.Module, in_ch: int, out_ch: int | None = None, temb_dim: int | None = None,
                  up: bool = False, down: bool = False, dropout: float = 0.1, fir: bool = False,
-                 fir_kernel=(1, 3, 3, 1), skip_rescale: bool = True, init_scale: float = 0.0):
+                 fir_kernel: Sequence[int] = (1, 3, 3, 1), skip_rescale: bool = True,
+                 init_scale: float = 0.0):
         super().__init__()
         out_ch = out_ch if out_ch else in_ch
         self.GroupNorm_0 = group_norm(in_ch)

@@ -12,13 +12,16 @@ The original code (models/utils.py, get_score_fn) feeds and reads its networks d
 
 The VE index counts from the largest noise level (0) down, as NCSN's `sigmas` buffer is ordered.
 """
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from score_sde.sde import SDE, VESDE, VPSDE, check_time, expand_to, subVPSDE
+from score_sde.sde import SDE, VESDE, VPSDE, ScoreFn, check_time, expand_to, subVPSDE
 
 
-def get_model_fn(model: nn.Module, train: bool = False):
+def get_model_fn(model: nn.Module, train: bool = False
+                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The network as a function (x, labels) -> output, run in train or eval mode (set at every call, as
     the original does, so a train-mode and an eval-mode function can share one network)."""
 
@@ -71,7 +74,7 @@ PRECONDITIONINGS = ("none", "edm")
 
 
 def get_score_fn(sde: SDE, model: nn.Module, continuous: bool = True, train: bool = False,
-                 preconditioning: str = "none", sigma_data: float = 0.5):
+                 preconditioning: str = "none", sigma_data: float = 0.5) -> ScoreFn:
     """The network as a score function score_fn(x [B, ...], t [B]) -> ∇ₓ log p_t(x), like x.
 
     Args:
@@ -108,7 +111,8 @@ def get_score_fn(sde: SDE, model: nn.Module, continuous: bool = True, train: boo
     return score_fn
 
 
-def edm_score_fn(sde: SDE, model_fn, sigma_data: float = 0.5):
+def edm_score_fn(sde: SDE, model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 sigma_data: float = 0.5) -> ScoreFn:
     """The score of EDM's preconditioned denoiser (Karras et al. 2022, Table 1, eq. 7), for any SDE.
 
     With x = m·(x₀ + σ·z), σ = s/m, the denoiser works on x̂ = x/m: D(x̂; σ) = c_skip·x̂ + c_out·F(c_in·x̂,

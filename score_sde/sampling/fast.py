@@ -1,20 +1,26 @@
 """fast_sample: a few-step solver (sampling/solvers.py) on a time grid (sampling/schedules.py), any SDE."""
+from collections.abc import Sequence
+
 import torch
 from tqdm.auto import tqdm
 
 from score_sde.registry import lookup
+from score_sde.sampling.callbacks import StepCallback
 from score_sde.sampling.schedules import time_grid
 from score_sde.sampling.solvers import SOLVERS, Denoiser, Grid
+from score_sde.sde import SDE, ScoreFn
 
 DEFAULT_SOLVER = "adams_pc"
 DEFAULT_SCHEDULE = "logsnr"
 
 
 @torch.no_grad()  # a score function that needs gradients opens its own enable_grad
-def fast_sample(sde, score_fn, shape, solver: str = DEFAULT_SOLVER, steps: int = 20,
-                schedule: str = DEFAULT_SCHEDULE, eps: float | None = None, z=None, denoise: bool = False,
-                generator=None, device=None, dtype=torch.float32, progress: bool = False, callback=None,
-                **solver_options):
+def fast_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], solver: str = DEFAULT_SOLVER,
+                steps: int = 20, schedule: str = DEFAULT_SCHEDULE, eps: float | None = None,
+                z: torch.Tensor | None = None, denoise: bool = False,
+                generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                dtype: torch.dtype = torch.float32, progress: bool = False,
+                callback: StepCallback | None = None, **solver_options: float) -> tuple[torch.Tensor, int]:
     """Samples in `steps` solver steps from T to eps (Lu et al. 2022; Karras et al. 2022; docs/fast_sampling).
 
     Args:

@@ -1,12 +1,16 @@
 """Sampling by integrating the probability-flow ODE dx = [f − ½g²·score] dt from T down to eps."""
+from collections.abc import Callable, Sequence
+
 import torch
 
-from score_sde.sampling.callbacks import LastEvaluation
+from score_sde.sampling.callbacks import LastEvaluation, StepCallback
 from score_sde.sampling.odeint import odeint
 from score_sde.sampling.predictors import ReverseDiffusionPredictor
+from score_sde.sde import SDE, ScoreFn
 
 
-def probability_flow_drift(sde, score_fn):
+def probability_flow_drift(sde: SDE, score_fn: ScoreFn
+                           ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The drift (x [B, ...], t [B]) -> like x of the probability-flow ODE (Song et al. 2021, eq. 13)."""
     reverse = sde.reverse(score_fn, probability_flow=True)
 
@@ -17,8 +21,11 @@ def probability_flow_drift(sde, score_fn):
 
 
 @torch.no_grad()  # a score function that needs gradients opens its own enable_grad
-def ode_sample(sde, score_fn, shape, rtol=1e-5, atol=1e-5, method="rk45", eps=None, z=None, denoise=False,
-               generator=None, device=None, dtype=torch.float32, progress=False, callback=None):
+def ode_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], rtol: float = 1e-5, atol: float = 1e-5,
+               method: str = "rk45", eps: float | None = None, z: torch.Tensor | None = None,
+               denoise: bool = False, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+               progress: bool = False, callback: StepCallback | None = None) -> tuple[torch.Tensor, int]:
     """Samples from the probability-flow ODE, solved adaptively from T to eps.
 
     Args:

@@ -5,6 +5,7 @@ that the state never leaves the device; its one host read per step is the accept
 `scipy_rk45` keeps the original code's path (scipy.integrate.solve_ivp over NumPy) for comparison.
 """
 import math
+from collections.abc import Callable
 
 import scipy.integrate
 import torch
@@ -24,6 +25,10 @@ _A = (
 _B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)
 _E = (-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200, -22 / 525, 1 / 40)
 _SAFETY, _MIN_FACTOR, _MAX_FACTOR, _ERROR_EXPONENT = 0.9, 0.2, 10.0, -1 / 5
+
+# The right-hand side fn(t [0-d tensor], y) -> dy/dt like y, and the per-step hook on_step(t, y).
+OdeFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+StepHook = Callable[[float, torch.Tensor], None]
 
 
 def _rms(v):
@@ -56,7 +61,8 @@ def _initial_step(fn, t0, y0, f0, t1, rtol, atol):
     return min(100 * h0, h1, interval)
 
 
-def dopri5(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False, on_step=None):
+def dopri5(fn: OdeFn, y0: torch.Tensor, t0: float, t1: float, rtol: float = 1e-5, atol: float = 1e-5,
+           progress: bool = False, on_step: StepHook | None = None) -> tuple[torch.Tensor, int]:
     """Integrate dy/dt = fn(t, y) from t0 to t1 (either direction); returns (y(t1), number of fn calls).
     on_step(t, y), if given, is called after each accepted step, whose last evaluation of fn was at (t, y)
     (the pair is first-same-as-last)."""
@@ -105,7 +111,8 @@ def dopri5(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False, on_step=None):
     return y, nfe
 
 
-def scipy_rk45(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False, on_step=None):
+def scipy_rk45(fn: OdeFn, y0: torch.Tensor, t0: float, t1: float, rtol: float = 1e-5, atol: float = 1e-5,
+               progress: bool = False, on_step: StepHook | None = None) -> tuple[torch.Tensor, int]:
     """The original code's path: scipy's RK45 on a flat float64 NumPy copy of the state, one round trip per
     evaluation. Returns (y(t1), number of fn calls). It has no per-step hook: on_step must be None."""
     if on_step is not None:
@@ -127,7 +134,9 @@ def scipy_rk45(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, progress=False, on_step=Non
 INTEGRATORS = {"rk45": dopri5, "scipy-rk45": scipy_rk45}
 
 
-def odeint(fn, y0, t0, t1, rtol=1e-5, atol=1e-5, method="rk45", progress=False, on_step=None):
+def odeint(fn: OdeFn, y0: torch.Tensor, t0: float, t1: float, rtol: float = 1e-5, atol: float = 1e-5,
+           method: str = "rk45", progress: bool = False, on_step: StepHook | None = None
+           ) -> tuple[torch.Tensor, int]:
     """Integrate dy/dt = fn(t [0-d tensor], y) from t0 to t1 with the named method; returns (y(t1), nfe).
     on_step(t, y): called after each accepted step ("rk45" only)."""
     return lookup(INTEGRATORS, method, "ODE method")(fn, y0, t0, t1, rtol=rtol, atol=atol, progress=progress,

@@ -5,18 +5,24 @@ One level is one pure tensor function `step(x, t, *noise) -> (x, x_mean)`: the n
 nothing in a step reads a value back to the host, so a step compiles into one graph (CUDA graphs with
 compile mode "reduce-overhead") and the loop never waits for the GPU.
 """
+from collections.abc import Callable, Sequence
+
 import torch
 from tqdm.auto import tqdm
 
 from score_sde.acceleration import compiled
 from score_sde.registry import lookup
-from score_sde.sampling.callbacks import LastEvaluation
-from score_sde.sampling.correctors import CORRECTORS
-from score_sde.sampling.predictors import PREDICTORS
-from score_sde.sde import randn_like
+from score_sde.sampling.callbacks import LastEvaluation, StepCallback
+from score_sde.sampling.correctors import CORRECTORS, Corrector
+from score_sde.sampling.predictors import PREDICTORS, Predictor
+from score_sde.sde import SDE, ScoreFn, randn_like
+
+# after_update(x, x_mean, t) -> (x, x_mean): what follows each PC update (controllable.replacement)
+AfterUpdate = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def pc_step(predict, correct, use_predictor=True, after_update=None):
+def pc_step(predict: Predictor, correct: Corrector, use_predictor: bool = True,
+            after_update: AfterUpdate | None = None) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     """One level of PC sampling, the corrector then the predictor: step(x, t, *noise) -> (x, x_mean), noise
     being correct.noises then predict.noises standard normal tensors like x. after_update(x, x_mean, t) ->
     (x, x_mean), when given, follows each of the two updates (the paper's inpainting and colorization
@@ -34,9 +40,13 @@ def pc_step(predict, correct, use_predictor=True, after_update=None):
 
 
 @torch.no_grad()  # a score function that needs gradients opens its own enable_grad
-def pc_sample(sde, score_fn, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps=1,
-              probability_flow=False, denoise=False, eps=None, generator=None, device=None,
-              dtype=torch.float32, progress=False, compile_mode=None, callback=None, after_update=None):
+def pc_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], predictor: str = "reverse_diffusion",
+              corrector: str = "langevin", snr: float = 0.16, n_steps: int = 1,
+              probability_flow: bool = False, denoise: bool = False, eps: float | None = None,
+              generator: torch.Generator | None = None, device: torch.device | str | None = None,
+              dtype: torch.dtype = torch.float32, progress: bool = False, compile_mode: str | None = None,
+              callback: StepCallback | None = None, after_update: AfterUpdate | None = None
+              ) -> tuple[torch.Tensor, int]:
     """Draw samples by alternating a corrector and a predictor step on each of the SDE's N noise levels.
 
     Args:

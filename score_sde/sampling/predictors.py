@@ -6,10 +6,11 @@ caller, so that a step is a pure tensor function that compiles into one graph (a
 traced). `evaluations` is the number of score evaluations per step.
 """
 import math
+from collections.abc import Sequence
 
 import torch
 
-from score_sde.sde import expand_to
+from score_sde.sde import SDE, ScoreFn, expand_to
 
 
 class EulerMaruyamaPredictor:
@@ -18,11 +19,12 @@ class EulerMaruyamaPredictor:
     evaluations = 1
     noises = 1
 
-    def __init__(self, sde, score_fn, probability_flow=False):
+    def __init__(self, sde: SDE, score_fn: ScoreFn, probability_flow: bool = False):
         self.rsde = sde.reverse(score_fn, probability_flow)
         self.dt = -sde.T / sde.N
 
-    def update(self, x, t, noise):
+    def update(self, x: torch.Tensor, t: torch.Tensor, noise: Sequence[torch.Tensor]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         drift, diffusion = self.rsde.sde(x, t)
         x_mean = x + drift * self.dt
         return x_mean + expand_to(diffusion * math.sqrt(-self.dt), x) * noise[0], x_mean
@@ -34,10 +36,11 @@ class ReverseDiffusionPredictor:
     evaluations = 1
     noises = 1
 
-    def __init__(self, sde, score_fn, probability_flow=False):
+    def __init__(self, sde: SDE, score_fn: ScoreFn, probability_flow: bool = False):
         self.rsde = sde.reverse(score_fn, probability_flow)
 
-    def update(self, x, t, noise):
+    def update(self, x: torch.Tensor, t: torch.Tensor, noise: Sequence[torch.Tensor]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         f, G = self.rsde.discretize(x, t)
         x_mean = x - f
         return x_mean + expand_to(G, x) * noise[0], x_mean
@@ -49,14 +52,15 @@ class AncestralSamplingPredictor:
     evaluations = 1
     noises = 1
 
-    def __init__(self, sde, score_fn, probability_flow=False):
+    def __init__(self, sde: SDE, score_fn: ScoreFn, probability_flow: bool = False):
         if probability_flow:
             raise ValueError("ancestral sampling is stochastic by definition: use probability_flow=False")
         sde.ancestral_coefficients(torch.ones(1))  # raises now, before the loop, if the SDE has no chain
         self.sde = sde
         self.score_fn = score_fn
 
-    def update(self, x, t, noise):
+    def update(self, x: torch.Tensor, t: torch.Tensor, noise: Sequence[torch.Tensor]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         a, g2, std = self.sde.ancestral_coefficients(t)
         x_mean = (x + expand_to(g2, x) * self.score_fn(x, t)) / expand_to(a, x)
         return x_mean + expand_to(std, x) * noise[0], x_mean
@@ -69,7 +73,7 @@ class NonePredictor:
     evaluations = 0
     noises = 0
 
-    def __init__(self, sde, score_fn, probability_flow=False):
+    def __init__(self, sde: SDE, score_fn: ScoreFn, probability_flow: bool = False):
         pass
 
 
@@ -79,3 +83,5 @@ PREDICTORS = {
     "ancestral_sampling": AncestralSamplingPredictor,
     "none": NonePredictor,
 }
+# Any predictor above, as pc_step takes it.
+Predictor = EulerMaruyamaPredictor | ReverseDiffusionPredictor | AncestralSamplingPredictor | NonePredictor

@@ -7,6 +7,7 @@ alike: σ = s/m = e^{−λ} is EDM's noise level, and t(λ) is each SDE's `t_fro
 import torch
 
 from score_sde.registry import lookup
+from score_sde.sde import SDE
 
 
 def _log_snr_range(sde, eps):
@@ -14,18 +15,18 @@ def _log_snr_range(sde, eps):
     return sde.log_snr(ends).tolist()
 
 
-def uniform_time(sde, steps: int, eps: float) -> torch.Tensor:
+def uniform_time(sde: SDE, steps: int, eps: float) -> torch.Tensor:
     """Equal steps in t, the original samplers' grid."""
     return torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64)
 
 
-def uniform_log_snr(sde, steps: int, eps: float) -> torch.Tensor:
+def uniform_log_snr(sde: SDE, steps: int, eps: float) -> torch.Tensor:
     """Equal steps in λ (DPM-Solver's "logSNR" grid): the step size of the exponential integrators."""
     lam_T, lam_eps = _log_snr_range(sde, eps)
     return _times(sde, torch.linspace(lam_T, lam_eps, steps + 1, dtype=torch.float64), eps)
 
 
-def karras(sde, steps: int, eps: float, rho: float = 7.0) -> torch.Tensor:
+def karras(sde: SDE, steps: int, eps: float, rho: float = 7.0) -> torch.Tensor:
     """EDM's grid (Karras et al. 2022, eq. 5): σ^{1/ρ} equally spaced from σ(T) to σ(eps), ρ = 7."""
     lam_T, lam_eps = _log_snr_range(sde, eps)
     ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
@@ -34,7 +35,7 @@ def karras(sde, steps: int, eps: float, rho: float = 7.0) -> torch.Tensor:
     return _times(sde, -torch.log(sigma), eps)
 
 
-def quadratic_time(sde, steps: int, eps: float) -> torch.Tensor:
+def quadratic_time(sde: SDE, steps: int, eps: float) -> torch.Tensor:
     """t − eps falling quadratically (DDIM's "quad" grid): small steps near the data."""
     ramp = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
     return eps + (sde.T - eps) * ramp**2
@@ -55,7 +56,7 @@ SCHEDULES = {
 }
 
 
-def time_grid(sde, schedule: str, steps: int, eps: float) -> torch.Tensor:
+def time_grid(sde: SDE, schedule: str, steps: int, eps: float) -> torch.Tensor:
     """The named schedule's times [steps + 1], checked: ValueError for a bad name, steps or eps."""
     schedule_fn = lookup(SCHEDULES, schedule, "schedule")
     if not isinstance(steps, int) or steps < 1:

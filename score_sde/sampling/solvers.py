@@ -13,11 +13,12 @@ step makes no host synchronisation. docs/fast_sampling.md derives each rule.
 """
 import dataclasses
 import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from score_sde.sde import randn_like
+from score_sde.sde import SDE, ScoreFn, randn_like
 
 # Gauss–Legendre nodes and weights on [0, 1]: exact for the polynomial × exponential integrands below to
 # float64 rounding for steps h up to about 10.
@@ -39,36 +40,36 @@ class Grid:
     t_device: torch.Tensor
 
     @classmethod
-    def build(cls, sde, times: torch.Tensor, device, dtype):
+    def build(cls, sde: SDE, times: torch.Tensor, device: torch.device | str, dtype: torch.dtype) -> "Grid":
         m, s = sde.marginal_coefficients(times)
         return cls(times.tolist(), m.tolist(), s.tolist(), (torch.log(m) - torch.log(s)).tolist(),
                    times.to(device=device, dtype=dtype))
 
-    def h(self, i):
+    def h(self, i: int) -> float:
         """λ_{i+1} − λ_i > 0: the size of step i in log-SNR."""
         return self.log_snr[i + 1] - self.log_snr[i]
 
-    def sigma(self, i):
+    def sigma(self, i: int) -> float:
         return self.s[i] / self.m[i]
 
 
 class Denoiser:
     """x̂₀(x, t) = (x + s²·score(x, t)) / m from a score function; counts its evaluations in `nfe`."""
 
-    def __init__(self, score_fn):
+    def __init__(self, score_fn: ScoreFn):
         self.score_fn, self.nfe, self.last = score_fn, 0, None
 
-    def __call__(self, x, t, m, s):
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, m: float, s: float) -> torch.Tensor:
         """x [B, ...]; t: a 0-d tensor on x's device; m, s: the floats m(t), s(t)."""
         self.nfe += 1
         self.last = (x + (s * s) * self.score_fn(x, t.expand(x.shape[0]))) / m
         return self.last
 
-    def at(self, x, grid, i):
+    def at(self, x: torch.Tensor, grid: Grid, i: int) -> torch.Tensor:
         return self(x, grid.t_device[i], grid.m[i], grid.s[i])
 
 
-def exponential_weights(nodes, h):
+def exponential_weights(nodes: Sequence[float], h: float) -> list[float]:
     """w_j with ∫_0^h e^{−(h−u)}·P(u) du = Σ_j w_j·P(v_j·h) for every polynomial P of degree < len(nodes):
     the weights of x̂₀ values at λ_now + v_j·h in the exact solution above (exponential Adams rules)."""
     v = _GL_NODES
@@ -83,7 +84,8 @@ def exponential_weights(nodes, h):
     return weights
 
 
-def linear_step(x, grid, i, terms):
+def linear_step(x: torch.Tensor, grid: Grid, i: int, terms: Iterable[tuple[float, torch.Tensor]]
+                ) -> torch.Tensor:
     """(s_{i+1}/s_i)·x + m_{i+1}·Σ w·x̂₀ over terms [(w, x̂₀), ...]."""
     out = (grid.s[i + 1] / grid.s[i]) * x
     for weight, x0 in terms:
@@ -98,7 +100,8 @@ class Euler:
     """First order: x̂₀ constant over the step. Euler's method in σ on EDM's ODE for x/m, DDIM for VP and
     DPM-Solver++(1) alike: x_next = (s_next/s)·x − m_next·expm1(−h)·x̂₀."""
 
-    def step(self, x, grid, i, denoiser, generator=None):
+    def step(self, x: torch.Tensor, grid: Grid, i: int, denoiser: Denoiser,
+             generator: torch.Generator | None = None) -> torch.Tensor:
         x0 = denoiser.at(x, grid, i)
         return linear_step(x, grid, i, [(-math.expm1(-grid.h(i)), x0)])
 
@@ -108,11 +111,13 @@ class Heun:
     dy/dσ = (y − x̂₀)/σ: an Euler step, then the trapezoid of the slopes at both ends. Two evaluations a
     step."""
 
-    def step(self, x, grid, i, denoiser, generator=None):
+    def step(self, x: torch.Tensor, grid: Grid, i: int, denoiser: Denoiser,
+             generator: torch.Generator | None = None) -> torch.Tensor:
         return self.heun(x / grid.m[i], grid.sigma(i), grid.t_device[i], grid.m[i], grid, i, denoiser)
 
     @staticmethod
-    def heun(y, sigma, t, m, grid, i, denoiser):
+    def heun(y: torch.Tensor, sigma: float, t: torch.Tensor, m: float, grid: Grid, i: int, denoiser: Denoiser
+             ) -> torch.Tensor:
         """The Heun step from y = x/m at (σ, t, m) to grid point i + 1; returns x there."""
         sigma_next = grid.sigma(i + 1)
         slope = (y - denoiser(m * y, t, m, m * sigma)) / sigma
@@ -126,13 +131,13 @@ class HeunChurn(Heun):
     σ̂ = σ_i·(1 + γ), γ = min(churn / steps, √2 − 1) (at most σ(T)), by adding fresh noise of std
     s_noise·√(σ̂² − σ_i²) to y = x/m, then takes the Heun step from σ̂."""
 
-    def __init__(self, churn=5.0, s_noise=1.0):
+    def __init__(self, churn: float = 5.0, s_noise: float = 1.0):
         if churn < 0:
             raise ValueError(f"churn must be >= 0, got {churn}")
         self.churn, self.s_noise = churn, s_noise
         self.raised = None  # per step: (σ̂, t(σ̂) on the device, m(t(σ̂)))
 
-    def prepare(self, sde, grid):
+    def prepare(self, sde: SDE, grid: Grid) -> None:
         """The raised noise levels of every step, computed once before the loop (no syncs in it)."""
         steps = len(grid.t) - 1
         gamma = min(self.churn / steps, math.sqrt(2) - 1)
@@ -143,7 +148,8 @@ class HeunChurn(Heun):
         t_device = t_hat.to(device=grid.t_device.device, dtype=grid.t_device.dtype)
         self.raised = [(sig, t_device[i], m) for i, (sig, m) in enumerate(zip(sigma_hat, m_hat.tolist()))]
 
-    def step(self, x, grid, i, denoiser, generator=None):
+    def step(self, x: torch.Tensor, grid: Grid, i: int, denoiser: Denoiser,
+             generator: torch.Generator | None = None) -> torch.Tensor:
         sigma = grid.sigma(i)
         sigma_hat, t_hat, m_hat = self.raised[i]
         y = x / grid.m[i]
@@ -158,7 +164,8 @@ class DPMSolverPP2M:
     def __init__(self):
         self.previous = None  # (x̂₀, h) of the last step
 
-    def step(self, x, grid, i, denoiser, generator=None):
+    def step(self, x: torch.Tensor, grid: Grid, i: int, denoiser: Denoiser,
+             generator: torch.Generator | None = None) -> torch.Tensor:
         x0, h = denoiser.at(x, grid, i), grid.h(i)
         d = x0
         if self.previous is not None:
@@ -177,7 +184,8 @@ class DPMSolverPP3M:
     def __init__(self):
         self.history = []  # [(x̂₀, λ)], newest last, at most three
 
-    def step(self, x, grid, i, denoiser, generator=None):
+    def step(self, x: torch.Tensor, grid: Grid, i: int, denoiser: Denoiser,
+             generator: torch.Generator | None = None) -> torch.Tensor:
         x0, h = denoiser.at(x, grid, i), grid.h(i)
         self.history = [*self.history[-2:], (x0, grid.log_snr[i])]
         phi1 = math.expm1(-h)
@@ -209,14 +217,15 @@ class AdamsPC:
     no corrector (it would need one more evaluation).
     """
 
-    def __init__(self, order=2):
+    def __init__(self, order: int = 2):
         if order not in (1, 2, 3):
             raise ValueError(f"order must be 1, 2 or 3, got {order}")
         self.predictor_order = order
         self.history = []  # [(x̂₀, λ)] of earlier grid points, newest last
         self.current = None  # x̂₀ at the current point (evaluated at the predicted point)
 
-    def step(self, x, grid, i, denoiser, generator=None):
+    def step(self, x: torch.Tensor, grid: Grid, i: int, denoiser: Denoiser,
+             generator: torch.Generator | None = None) -> torch.Tensor:
         if self.current is None:
             self.current = denoiser.at(x, grid, i)
         self.history = [*self.history, (self.current, grid.log_snr[i])][-self.predictor_order:]
@@ -242,12 +251,13 @@ class DDIM:
     σ_η·z with ε̂ = (x − m·x̂₀)/s and σ_η = η·s_next·√(1 − e^{−2h}), the posterior std at η = 1 (then it is
     ancestral sampling); η = 0 is the deterministic Euler step."""
 
-    def __init__(self, eta=1.0):
+    def __init__(self, eta: float = 1.0):
         if eta < 0 or eta > 1:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
         self.eta = eta
 
-    def step(self, x, grid, i, denoiser, generator=None):
+    def step(self, x: torch.Tensor, grid: Grid, i: int, denoiser: Denoiser,
+             generator: torch.Generator | None = None) -> torch.Tensor:
         x0 = denoiser.at(x, grid, i)
         eps_hat = (x - grid.m[i] * x0) / grid.s[i]
         s_next = grid.s[i + 1]
@@ -265,7 +275,8 @@ class DPMSolverPP2MSDE:
     def __init__(self):
         self.previous = None
 
-    def step(self, x, grid, i, denoiser, generator=None):
+    def step(self, x: torch.Tensor, grid: Grid, i: int, denoiser: Denoiser,
+             generator: torch.Generator | None = None) -> torch.Tensor:
         x0, h = denoiser.at(x, grid, i), grid.h(i)
         m_next, s_next = grid.m[i + 1], grid.s[i + 1]
         one_minus = -math.expm1(-2 * h)
