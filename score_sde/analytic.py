@@ -207,6 +207,41 @@ class GaussianMixture:
 
         return score_fn
 
+    def component_scores(self, x: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """∇_x log N(x; m·μ_k, m²Σ_k + s²I) per component, [B, K, *event_shape]: the class-conditional
+        scores of the data pushed through x ↦ m·x + s·z (m, s: [B]), component k being class k."""
+        self._check_event_shape(x)
+        flat = x.flatten(1)
+        if self.is_isotropic:
+            var = m[:, None] ** 2 * self.stds.to(x) ** 2 + s[:, None] ** 2
+            centres = m[:, None, None] * self.means.to(x).flatten(1)[None]
+            scores = (centres - flat[:, None, :]) / var[..., None]
+        else:
+            coords, var = self._eigen_coordinates(flat, m, s)
+            scores = -torch.bmm((coords / var).transpose(0, 1), self._eigvecs.to(x).mT).transpose(0, 1)
+        return scores.reshape(x.shape[0], -1, *self.event_shape)
+
+    def conditional_score_fn(self, sde: SDE) -> Callable[..., torch.Tensor]:
+        """The exact class-conditional score (x [B, ...], t [B], labels [B] or None) -> ∇_x log p_t(x | k),
+        component k being class k; labels None gives the unconditional score (the null class)."""
+
+        def score_fn(x, t, labels=None):
+            m, s = sde.marginal_coefficients(t)
+            if labels is None:
+                return self.perturbed_score(x, m, s)
+            index = labels.reshape(-1, 1, *([1] * (x.ndim - 1))).expand(-1, 1, *x.shape[1:])
+            return self.component_scores(x, m, s).gather(1, index).squeeze(1)
+
+        return score_fn
+
+    def classifier_log_prob_fn(self, sde: SDE) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The exact noisy classifier (x [B, ...], t [B]) -> log p_t(k | x) [B, K] (differentiable in x)."""
+
+        def log_prob_fn(x, t):
+            return torch.log_softmax(self.component_log_probs(x, *sde.marginal_coefficients(t)), dim=1)
+
+        return log_prob_fn
+
     def condition(self, A: TensorLike, y: TensorLike, sigma_y: float) -> "GaussianMixture":
         """The exact posterior p(x | y) given y = A·x + σ_y·n, n ~ N(0, I): a mixture with full covariances.
 
