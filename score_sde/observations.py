@@ -30,6 +30,7 @@ class Observation:
     scale: torch.Tensor
     target: torch.Tensor
     sigma_y: float
+    basis: torch.Tensor | None = None  # the rotation's rows, built once: coords runs in samplers' loops
 
     def coords(self, x: torch.Tensor) -> torch.Tensor:
         """z = Vᵀx, shaped like x."""
@@ -56,6 +57,7 @@ class Observation:
         """The observation's tensors moved to x's device and dtype (in place; returns self)."""
         self.scale, self.target = self.scale.to(x), self.target.to(x)
         self.observed = self.observed.to(x.device)
+        self.basis = None if self.basis is None else self.basis.to(x)
         return self
 
 
@@ -116,7 +118,7 @@ class Colorization(Observation):
     def __init__(self, gray: torch.Tensor, sigma_y: float = 0.0):
         if gray.ndim != 4 or gray.shape[1] != 1:
             raise ValueError(f"gray must be [B, 1, H, W] (one channel), got {tuple(gray.shape)}")
-        self.sigma_y = _check_sigma(sigma_y)
+        self.sigma_y, self.basis = _check_sigma(sigma_y), colour_basis(gray.dtype)
         shape = (gray.shape[0], 3, *gray.shape[2:])
         self.observed = torch.zeros(shape, dtype=torch.bool)
         self.observed[:, 0] = True
@@ -130,10 +132,10 @@ class Colorization(Observation):
         return torch.einsum("ij,bjhw->bihw", matrix.to(x), x)
 
     def coords(self, x: torch.Tensor) -> torch.Tensor:
-        return self._rotate(x, colour_basis())
+        return self._rotate(x, self.basis)
 
     def from_coords(self, z: torch.Tensor) -> torch.Tensor:
-        return self._rotate(z, colour_basis().T)
+        return self._rotate(z, self.basis.T)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(1, keepdim=True)
@@ -168,6 +170,7 @@ class SuperResolution(Observation):
         if y.ndim != 4:
             raise ValueError(f"y must be [B, C, H/f, W/f], got {tuple(y.shape)}")
         self.factor, self.sigma_y = factor, _check_sigma(sigma_y)
+        self.basis = block_basis(factor, y.dtype)
         b, c, h, w = y.shape
         first = torch.zeros(factor, factor, dtype=torch.bool)
         first[0, 0] = True
@@ -187,10 +190,10 @@ class SuperResolution(Observation):
         return blocks.reshape(b, c, h // f, w // f, f, f).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h, w)
 
     def coords(self, x: torch.Tensor) -> torch.Tensor:
-        return self._blocks(x, block_basis(self.factor))
+        return self._blocks(x, self.basis)
 
     def from_coords(self, z: torch.Tensor) -> torch.Tensor:
-        return self._blocks(z, block_basis(self.factor).T)
+        return self._blocks(z, self.basis.T)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, self.factor)

@@ -120,6 +120,12 @@ class _Reading:
         return torch.where(active, y_a, y_b)
 
 
+def _spread(v, batch, particles):
+    """Per-filter values [B or 1, ...] repeated over each filter's particles: [B·P, ...]."""
+    v = v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v
+    return v.unsqueeze(1).expand(batch, particles, *v.shape[1:]).reshape(-1, *v.shape[1:])
+
+
 def _gather(x, index):
     """x [B, P, ...] with each filter's particles taken at index [B, Q]: [B, Q, ...]."""
     flat = x.flatten(2)
@@ -159,11 +165,10 @@ def smc_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], observation: O
     obs = observation.to(x)
     reading = _Reading(sde, obs, b, eps, generator)
     grid = time_grid(sde, steps, eps, reading.tau[obs.observed].double().cpu()).to(x)
-    coords = _Coordinates(obs, b, p)
 
     y = reading.start(grid[0], generator)
-    z = coords.of(x)
-    x = coords.back(torch.where(coords.spread(reading.active(grid[0])), coords.spread(y), z))
+    z = obs.coords(x)
+    x = obs.from_coords(torch.where(_spread(reading.active(grid[0]), b, p), _spread(y, b, p), z))
     log_w = torch.zeros(b, p, device=x.device, dtype=torch.float64)
     ess_log, resampled_log, keep = [], [], torch.arange(p, device=x.device).expand(b, p)
     for k in tqdm(range(steps), desc="SMC", disable=not progress):
@@ -173,8 +178,8 @@ def smc_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], observation: O
         mean, var = forward_posterior(x, x0_hat, coef_a, coef_b)
         x = mean + var.sqrt() * randn_like(x, generator)
         y = reading.step(y, t_b, t_a, generator)
-        active, y_p = coords.spread(reading.active(t_a)), coords.spread(y)
-        z, z_mean = coords.of(x), coords.of(mean)
+        active, y_p = _spread(reading.active(t_a), b, p), _spread(y, b, p)
+        z, z_mean = obs.coords(x), obs.coords(mean)
         miss = torch.where(active, (y_p - z_mean) ** 2, 0.0).flatten(1).sum(1).double()
         log_w = log_w - 0.5 * miss.reshape(b, p) / var.double()
         z = torch.where(active, y_p, z)
@@ -183,32 +188,14 @@ def smc_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], observation: O
         index = torch.where(resample[:, None], systematic_resample(log_w, generator), keep)
         z = _gather(z.reshape(b, p, *z.shape[1:]), index).flatten(0, 1)
         log_w = torch.where(resample[:, None], 0.0, log_w)
-        x = coords.back(z)
+        x = obs.from_coords(z)
         ess_log.append(ess)
         resampled_log.append(resample)
 
-    z = torch.where(coords.spread(reading.exact & obs.observed), coords.spread(obs.target), coords.of(x))
-    x = coords.back(z).reshape(b, p, *shape[1:])  # exact readings hold exactly: A·x = y
+    z = torch.where(_spread(reading.exact & obs.observed, b, p), _spread(obs.target, b, p), obs.coords(x))
+    x = obs.from_coords(z).reshape(b, p, *shape[1:])  # exact readings hold exactly: A·x = y
     log_w = log_w - torch.logsumexp(log_w, 1, keepdim=True)
     pick = torch.multinomial(log_w.exp(), 1, generator=generator)
     info = dict(particles=x, log_weights=log_w, ess=torch.stack(ess_log),
                 resampled=torch.stack(resampled_log))
     return _gather(x, pick).squeeze(1), steps * p, info
-
-
-class _Coordinates:
-    """The observation's coordinates of B filters of P particles, flattened to [B·P, ...]; per-filter values
-    [B or 1, ...] are repeated over the particles by `spread`."""
-
-    def __init__(self, obs, batch, particles):
-        self.obs, self.batch, self.particles = obs, batch, particles
-
-    def spread(self, v):
-        v = v.expand(self.batch, *v.shape[1:]) if v.shape[0] == 1 else v
-        return v.unsqueeze(1).expand(self.batch, self.particles, *v.shape[1:]).reshape(-1, *v.shape[1:])
-
-    def of(self, x):
-        return self.obs.coords(x)
-
-    def back(self, z):
-        return self.obs.from_coords(z)
