@@ -32,7 +32,8 @@ USER_ERRORS = (ValueError, OSError, LockHeld)
 # FloatingPointError: the adaptive ODE solver met a non-finite drift (a NaN network).
 RUN_FAILURES = (TrainingDiverged, run_lib.NonFiniteResult, FloatingPointError)
 
-MODES = {"train": run_lib.train, "sample": run_lib.sample, "likelihood": run_lib.likelihood,
+MODES = {"train": run_lib.train, "train_classifier": run_lib.train_classifier, "sample": run_lib.sample,
+         "likelihood": run_lib.likelihood,
          "eval": run_lib.evaluate, "stats": run_lib.stats,
          **{task: functools.partial(run_lib.controllable, task=task) for task in TASKS}}
 
@@ -45,8 +46,9 @@ flags.DEFINE_string("checkpoint", None, "modes other than train: this checkpoint
                     "implementation's) instead of the workdir's latest.")
 flags.DEFINE_string("eval_folder", "eval", "eval: the folder of the workdir its results go to (as the "
                     "original's --eval_folder).")
-flags.DEFINE_bool("allow_config_change", False, "train: resume although a knob of the model, SDE, loss or "
-                  "data differs from the workdir's config.json (the old one is kept beside it).")
+flags.DEFINE_bool("allow_config_change", False, "train, train_classifier: resume although a knob of the "
+                  "model, SDE, loss or data differs from the workdir's config.json (the old one is kept "
+                  "beside it).")
 flags.mark_flags_as_required(["workdir", "config", "mode"])
 
 
@@ -73,17 +75,19 @@ def resolve_config_names(argv):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.mode == "train" and FLAGS.checkpoint:
-        raise app.UsageError("--checkpoint is for sample, likelihood and eval; train resumes by itself")
-    if FLAGS.mode != "train" and FLAGS.allow_config_change:
-        raise app.UsageError("--allow_config_change is for train")
+    training = FLAGS.mode in ("train", "train_classifier")
+    if training and FLAGS.checkpoint:
+        raise app.UsageError(f"--checkpoint is for sample, likelihood and eval; {FLAGS.mode} resumes by "
+                             "itself")
+    if not training and FLAGS.allow_config_change:
+        raise app.UsageError("--allow_config_change is for train and train_classifier")
     if FLAGS.mode != "eval" and FLAGS["eval_folder"].present:
         raise app.UsageError("--eval_folder is for eval")
     distributed.init()  # a process group under torchrun; nothing in a plain run
     try:
         with one_line_errors():
-            if FLAGS.mode == "train":
-                run_lib.train(FLAGS.config, FLAGS.workdir, FLAGS.allow_config_change)
+            if training:
+                MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, FLAGS.allow_config_change)
             elif FLAGS.mode == "eval":
                 run_lib.evaluate(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint, FLAGS.eval_folder)
             else:

@@ -163,12 +163,57 @@ def check_training(config, world_size: int) -> None:
     require(_is_number(o.grad_clip), "optim.grad_clip", o.grad_clip,
             "must be a finite number (< 0: no clipping)")
     check_objective(config)
+    check_classes(config)
     ema_rate = config.model.get("ema_rate")
     require(_is_number(ema_rate) and 0 <= ema_rate <= 1, "model.ema_rate", ema_rate, "must lie in [0, 1]")
     with knobs("config.training.precision"):
         acceleration.check_precision(config.training.precision)
     with knobs("config.training.compile"):
         acceleration.check_compile_mode(config.training.compile)
+
+
+CONDITIONAL_MODELS = ("ddpm", "ncsnpp", "mlp", "noise_classifier")
+
+
+def check_classes(config) -> None:
+    """A class-conditional network's classes, against its family and the data's labels, and its dropout."""
+    m, dataset = config.model, config.data.dataset
+    count = m.get("num_classes", 0)
+    require(_is_int(count) and count >= 0, "model.num_classes", count, "must be a whole number >= 0")
+    if count:
+        require(m.name in CONDITIONAL_MODELS, "model.num_classes", count,
+                f"model {m.name!r} is unconditional; class-conditional families: {list(CONDITIONAL_MODELS)}")
+        require(data.num_classes(dataset) > 0, "model.num_classes", count,
+                f"data.dataset={dataset!r} carries no class labels to condition on")
+        require(count == data.num_classes(dataset), "model.num_classes", count,
+                f"data.dataset={dataset!r} has {data.num_classes(dataset)} classes")
+    dropout = config.training.get("class_dropout", 0.0)
+    require(_is_number(dropout) and 0 <= dropout <= 1, "training.class_dropout", dropout,
+            "must lie in [0, 1]")
+
+
+def check_guidance(config) -> None:
+    """sampling.class_label, guidance, classifier and classifier_scale (the labels themselves are checked
+    against the classes as they are made, api.class_labels)."""
+    s, count = config.sampling, config.model.get("num_classes", 0)
+    guidance, scale = s.get("guidance", 0.0), s.get("classifier_scale", 1.0)
+    require(_is_number(guidance) and guidance >= 0, "sampling.guidance", guidance,
+            "must be a finite number >= 0")
+    require(_is_number(scale), "sampling.classifier_scale", scale, "must be a finite number")
+    if s.get("class_label") is None:
+        require(guidance == 0, "sampling.guidance", guidance,
+                "guides towards sampling.class_label, which is unset")
+        require(not s.get("classifier"), "sampling.classifier", s.get("classifier"),
+                "guides towards sampling.class_label, which is unset")
+        return
+    require(guidance == 0 or count > 0, "sampling.guidance", guidance,
+            "classifier-free guidance needs a class-conditional network (model.num_classes > 0)")
+    require(not (s.get("classifier") and count), "sampling.classifier", s.get("classifier"),
+            "classifier guidance is for an unconditional network; this one is class-conditional "
+            "(model.num_classes > 0): use sampling.guidance")
+    require(count > 0 or bool(s.get("classifier")), "sampling.class_label", s.class_label,
+            "the network is unconditional (model.num_classes=0): set sampling.classifier (classifier "
+            "guidance) or train a class-conditional network")
 
 
 def check_objective(config) -> None:
@@ -199,6 +244,7 @@ def check_sampling(config) -> None:
     """The sampler's names, their combination and its numbers."""
     s = config.sampling
     require(s.method in METHODS, "sampling.method", s.method, f"expected one of {sorted(METHODS)}")
+    check_guidance(config)
     with knobs("config.sampling.compile"):
         acceleration.check_compile_mode(s.compile)
     require(s.compile is None or s.method == "pc", "sampling.compile", s.compile,

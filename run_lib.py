@@ -23,13 +23,17 @@ from tqdm.auto import tqdm
 
 import preflight
 from preflight import ConfigError
-from score_sde import acceleration, data, distributed, evaluation
+from score_sde import acceleration, data, distributed, evaluation, noise_classifier
 from score_sde import train as training
 from score_sde.api import (
     SAMPLERS,
     SDES,
+    class_labels,
+    classifier_config,
     data_kind,
+    guided_score_fn,
     latest_checkpoint,
+    load_classifier,
     meta_checkpoint,
     sample_shape,
     sampler_kwargs,
@@ -42,6 +46,7 @@ from score_sde.controllable import conditional_sample
 from score_sde.features import InceptionFeatures, MNISTFeatures, data_to_uint8, inception_weights
 from score_sde.files import atomic_write, exclusive_lock, save_npz_atomic, write_json_atomic
 from score_sde.likelihood import drift_and_divergence, log_likelihood
+from score_sde.noise_classifier import make_classifier_loss
 from score_sde.observations import MASKS, Colorization, Inpainting, SuperResolution
 from score_sde.plots import image_grid_png
 from score_sde.sampling import probability_flow_drift
@@ -75,7 +80,14 @@ def loss_kwargs(config, train):
     t = config.training
     return dict(continuous=t.continuous, reduce_mean=t.reduce_mean,
                 likelihood_weighting=t.likelihood_weighting, train=train, shard=distributed.shard(),
+                num_classes=config.model.num_classes, class_dropout=t.class_dropout,
                 **objective_knobs(config))
+
+
+def labelled(config):
+    """Whether training and its losses see the data's class labels: a class-conditional network, or the
+    noise-conditional classifier (whose classifier_config sets model.num_classes too)."""
+    return config.model.get("num_classes", 0) > 0
 
 
 def dataset_options(config, split):
@@ -91,7 +103,7 @@ def data_options(config, split, shard=distributed.ONE_PROCESS):
     and for images the augmentation and scaling knobs (config.data)."""
     d = config.data
     batch_size = _per_rank(*_batch_size(config, split), shard.world_size)
-    options = dict(split=split, batch_size=batch_size, shard=shard)
+    options = dict(split=split, batch_size=batch_size, shard=shard, labels=labelled(config))
     if d.dataset in data.TOYS:
         return options | dict(name=d.dataset, dim=d.get("dim", 2))
     return options | dataset_options(config, split) | dict(
@@ -99,9 +111,10 @@ def data_options(config, split, shard=distributed.ONE_PROCESS):
         num_workers=d.get("num_workers"))
 
 
-def draw_samples(config, sde, model, batch_size, generator, progress=True):
-    """Samples in data space (inverse scaler applied) from the model's score, by the configured sampler."""
-    score_fn = model_score_fn(config, sde, model)
+def draw_samples(config, sde, model, batch_size, generator, progress=True, labels=None, classifier_fn=None):
+    """Samples in data space (inverse scaler applied) from the model's score, by the configured sampler; of
+    the classes `labels` [batch_size] when given, guided as api.guided_score_fn says."""
+    score_fn = guided_score_fn(config, sde, model, labels, classifier_fn)
     kwargs = sampler_kwargs(config)  # checks the method's name
     sampler = SAMPLERS[config.sampling.method]  # every sampler runs under no_grad itself
     x, nfe = sampler(sde, score_fn, sample_shape(config, batch_size), generator=generator,
@@ -149,8 +162,9 @@ def check_loss(config, state, loss_fn):
     """The configured loss of the network on a two-item batch (config.training: continuous, the SDE's
     discrete loss, weighting), without gradients or any effect on the training state."""
     gen = torch.Generator(device()).manual_seed(0)
+    labels = torch.zeros(2, dtype=torch.long, device=device()) if labelled(config) else None
     with preflight.knobs("config.training"), torch.no_grad():
-        loss_fn(state, torch.zeros(sample_shape(config, 2), device=device()), gen)
+        loss_fn(state, torch.zeros(sample_shape(config, 2), device=device()), gen, labels)
 
 
 def check_data(config, splits):
@@ -162,12 +176,14 @@ def check_data(config, splits):
                          generator=torch.Generator(device()).manual_seed(0))
 
 
-def dry_run_sampler(config, sde, model):
-    """One real step of the configured sampler with the network, on a two-sample batch (eager, whatever
-    sampling.compile says), so that a setting which would fail at the first snapshot fails now."""
+def dry_run_sampler(config, sde, model, labels=None, classifier_fn=None):
+    """One real step of the configured sampler with the network (guided towards `labels` [2] as it will
+    be), on a two-sample batch (eager, whatever sampling.compile says), so that a setting which would fail
+    at the first snapshot fails now."""
     s = config.sampling
     one_step = {"pc": s.n_steps_each + 1, "ode": 7, "fast": 2}[s.method]  # evaluations in a first step
-    score_fn = model_score_fn(config, sde, model)
+    with preflight.knobs("config.sampling"):
+        score_fn = guided_score_fn(config, sde, model, labels, classifier_fn)
     kwargs = {key: value for key, value in sampler_kwargs(config).items() if key != "compile_mode"}
     try:
         with preflight.knobs(f"config.sampling (method {s.method!r})"):
@@ -201,7 +217,7 @@ def prepare_training(config):
     check_loss(config, state, eval_loss_fn)
     check_data(config, ("train", "test"))
     if config.training.snapshot_sampling:
-        dry_run_sampler(config, sde, state.model)
+        dry_run_sampler(config, sde, state.model, snapshot_labels(config, 2))
     return sde, state, loss_fn, eval_loss_fn
 
 
@@ -329,6 +345,55 @@ def train(config, workdir, allow_config_change=False):
     return state
 
 
+def train_classifier(config, workdir, allow_config_change=False):
+    """Train the noise-conditional classifier of classifier guidance on the data's labels, perturbed by the
+    SDE's kernel, into <workdir>/classifier/ (its own config.json, checkpoints and resume point, and a lock
+    of its own, so it may train beside the score model). It trains under api.classifier_config(config) with
+    the same loop as train: resumable, checked before the first step, stopped on divergence. Finally the
+    held-out accuracy at a few noise levels goes to classifier/accuracy.json."""
+    folder = Path(workdir) / "classifier"
+    with preflight.knobs("config.classifier"):
+        classifier_settings = classifier_config(config)
+    preflight.check_values(classifier_settings, "train", distributed.shard().world_size)
+    sde = build_sde(classifier_settings)
+    shard = distributed.shard()
+    with preflight.knobs("config.classifier"):
+        state = build_state(classifier_settings, parallel=True)
+    loss_fn = make_classifier_loss(sde, train=True, shard=shard)
+    eval_loss_fn = make_classifier_loss(sde, train=False, shard=shard)
+    with preflight.knobs("config.classifier"):
+        check_loss(classifier_settings, state, eval_loss_fn)
+    check_data(classifier_settings, ("train", "test"))
+    preflight.check_workdir_writable(folder)
+    with workdir_lock(folder, "train"):
+        _resume(classifier_settings, folder, state, allow_config_change)
+        logger = Logger(classifier_settings, folder) if distributed.is_main() else SilentLogger()
+        try:
+            _train_loop(classifier_settings, folder, sde, state, loss_fn, eval_loss_fn, logger)
+        finally:
+            logger.close()
+    if distributed.is_main():
+        _classifier_accuracy(classifier_settings, sde, state, folder)
+    distributed.barrier()
+    return state
+
+
+CLASSIFIER_REPORT_TIMES = (0.01, 0.25, 0.5, 0.75, 1.0)  # fractions of T
+
+
+def _classifier_accuracy(config, sde, state, folder):
+    """The EMA classifier's accuracy on the first eval.batch_size test items perturbed to a few times."""
+    x, labels = next(iter(data.batches(**data_options(config, "test"), epochs=1,
+                                       generator=torch.Generator(device()).manual_seed(config.seed))))
+    gen = torch.Generator(device()).manual_seed(config.seed)
+    with state.ema.average_parameters(state.model):
+        result = {f"{fraction * sde.T:g}": noise_classifier.accuracy(state.model, sde, x, labels,
+                                                                     fraction * sde.T, gen)
+                  for fraction in CLASSIFIER_REPORT_TIMES}
+    write_json_atomic(folder / "accuracy.json", dict(step=state.step, num_items=len(x), accuracy_at_t=result))
+    print("held-out accuracy at t = " + ", ".join(f"{t}: {a:.3f}" for t, a in result.items()), flush=True)
+
+
 def _resume(config, workdir, state, allow_config_change):
     """Refuse a config whose protected knobs changed, restore the resume point (saying so), then record
     the config in config.json (a replaced one is kept as config.replaced-<time>.json)."""
@@ -376,10 +441,10 @@ def _train_loop(config, workdir, sde, state, loss_fn, eval_loss_fn, logger):
     try:
         while state.step < t.n_iters:
             for batch in _start_segment(config, "train", state.step):
-                _step(config, state, batch, loss_fn, monitor, logger, bar)
+                _step(config, state, *split_batch(batch), loss_fn, monitor, logger, bar)
                 if state.step % t.eval_freq == 0:
                     monitor.check()  # a diverged training loss is the better message
-                    _eval_loss(state, next(eval_batches), eval_loss_fn, eval_gen, logger)
+                    _eval_loss(state, *split_batch(next(eval_batches)), eval_loss_fn, eval_gen, logger)
                 if _checkpoint_due(config, state.step):
                     monitor.check(state)  # nothing non-finite is ever written
                     resumed_from = _write_checkpoints(config, workdir, sde, state, logger, resumed_from)
@@ -395,12 +460,17 @@ def _train_loop(config, workdir, sde, state, loss_fn, eval_loss_fn, logger):
         bar.close()
 
 
-def _step(config, state, batch, loss_fn, monitor, logger, bar):
+def split_batch(batch):
+    """(x, class labels or None) of a batch of data.batches, with or without labels."""
+    return batch if isinstance(batch, tuple) else (batch, None)
+
+
+def _step(config, state, batch, labels, loss_fn, monitor, logger, bar):
     """One training step; the loss is read back (and checked) every log_freq steps only."""
     t = config.training
     started = time.perf_counter()
     loss = training.train_step(state, batch, loss_fn, config.optim.lr, config.optim.warmup,
-                               config.optim.grad_clip, t.precision)
+                               config.optim.grad_clip, t.precision, labels)
     monitor.observe(loss)  # on the device: no host read
     if t.compile is not None and state.step == monitor.start + 1:
         logging.warning("first training step took %.1f s (torch.compile mode %r included)",
@@ -413,8 +483,8 @@ def _step(config, state, batch, loss_fn, monitor, logger, bar):
         logger.scalars(state.step, training_loss=value)
 
 
-def _eval_loss(state, batch, eval_loss_fn, generator, logger):
-    value = distributed.mean(training.eval_step(state, batch, eval_loss_fn, generator)).item()
+def _eval_loss(state, batch, labels, eval_loss_fn, generator, logger):
+    value = distributed.mean(training.eval_step(state, batch, eval_loss_fn, generator, labels)).item()
     if not math.isfinite(value):
         raise training.TrainingDiverged(f"the evaluation loss of the EMA weights is {value} at step "
                                         f"{state.step}")
@@ -460,7 +530,8 @@ def _snapshot(config, workdir, sde, state, logger):
     with state.ema.average_parameters(state.model):
         kind = data_kind(config)
         num = kind.snapshot_size(config.training.batch_size)
-        samples, _ = draw_samples(config, sde, state.model, num, gen, progress=False)
+        samples, _ = draw_samples(config, sde, state.model, num, gen, progress=False,
+                                  labels=snapshot_labels(config, num))
     bad = count_non_finite(samples)
     if bad:  # the weights are finite (checked), but their samples are not: worth a word, not a stop
         logging.warning("step %d: %d of %d snapshot samples are not finite", state.step, bad, len(samples))
@@ -491,28 +562,38 @@ def _per_rank(total, what, world_size=None):
 
 def sample(config, workdir, checkpoint=None):
     """Draw config.eval.batch_size samples with the EMA weights (split over the ranks under torchrun); rank 0
-    writes a PNG and an .npz of them all, with what produced them. Non-finite samples are refused."""
+    writes a PNG and an .npz of them all, with what produced them. Non-finite samples are refused. With
+    sampling.class_label, the samples are of those classes (guided: docs/guidance.md), one class to a row of
+    the PNG, and the .npz holds their labels."""
     workdir = Path(workdir)
     preflight.check_values(config, "sample", distributed.shard().world_size)
     sde = build_sde(config)
     state, path = load_trained_state(config, workdir, checkpoint)
     model = inference_model(state)
     check_network(config, sde, model)
-    dry_run_sampler(config, sde, model)
+    classifier, classifier_fn = sampling_classifier(config, sde)
+    dry_run_sampler(config, sde, model, _rank_labels(config, 2), classifier_fn)
     preflight.check_workdir_writable(workdir)
     num = _per_rank(config.eval.batch_size, "eval.batch_size")
+    labels = _rank_labels(config, num)
     samples, nfe = draw_samples(config, sde, model, num, rank_generator(config),
-                                progress=distributed.is_main())
+                                progress=distributed.is_main(), labels=labels, classifier_fn=classifier_fn)
     samples = torch.cat([part.to(samples.device) for part in distributed.gather(samples.cpu())])
     if not distributed.is_main():
         return samples
     require_finite(samples, "samples")
     out = workdir / "samples"
     kind = data_kind(config)
-    kind.save_picture(out / "sample.png", samples)
-    atomic_write(out / "samples.npz", lambda f: np.savez_compressed(f, samples=samples.cpu().numpy()))
+    labels = class_labels(config, len(samples))
+    if labels is None or not kind.judged_by_features:
+        kind.save_picture(out / "sample.png", samples)
+    else:
+        image_grid_png(out / "sample.png", *rows_by_class(samples, labels))
+    arrays = dict(samples=samples.cpu().numpy()) | ({} if labels is None else dict(labels=labels.numpy()))
+    atomic_write(out / "samples.npz", lambda f: np.savez_compressed(f, **arrays))
     produced_by = dict(checkpoint=checkpoint_identity(path, state.step),
-                       sampler=sampler_settings(config, sde), num_samples=len(samples), nfe=nfe)
+                       sampler=sampler_settings(config, sde), num_samples=len(samples), nfe=nfe,
+                       classifier=None if classifier is None else str(classifier))
     quality = kind.quality(samples, config.seed)  # toys' exact log-density; images are judged by eval
     write_json_atomic(out / "samples.json", dict(quality, produced_by=produced_by))
     print(f"{len(samples)} samples from {path} ({nfe} score evaluations) -> {out}")
@@ -522,15 +603,57 @@ def sample(config, workdir, checkpoint=None):
     return samples
 
 
+def _rank_labels(config, num):
+    """This rank's part of the class labels of a global batch of num · world_size samples (contiguous, so
+    the gathered samples keep their order), on the device; None without sampling.class_label."""
+    shard = distributed.shard()
+    with preflight.knobs("config.sampling"):
+        labels = class_labels(config, num * shard.world_size)
+    return None if labels is None else labels[shard.rank * num:(shard.rank + 1) * num].to(device())
+
+
+def snapshot_labels(config, num):
+    """The classes of training's snapshot samples: sampling.class_label's for a class-conditional network
+    (with sampling.guidance), else none: the classifier of classifier guidance is trained after."""
+    return _rank_labels(config, num) if config.model.num_classes else None
+
+
+def sampling_classifier(config, sde):
+    """(checkpoint path, log-probability function) of sampling.classifier, checked against the model's SDE
+    and data and tried once; (None, None) when unset."""
+    if not config.sampling.classifier:
+        return None, None
+    with preflight.knobs("config.sampling.classifier"):
+        network, classifier_fn = load_classifier(config.sampling.classifier, config, device())
+        x = torch.zeros(sample_shape(config, 1), device=device())
+        classifier_fn(x, torch.full((1,), 0.5, device=device()))
+    return Path(config.sampling.classifier), classifier_fn
+
+
+def rows_by_class(images, labels):
+    """(images [N, C, H, W], row length): the images one class to a row, in the order of the classes;
+    shorter rows are padded with blank images."""
+    classes = labels.unique(sorted=True)
+    per_row = max(int((labels == k).sum()) for k in classes)
+    rows = []
+    for k in classes:
+        chosen = images[labels == k]
+        rows += [chosen, torch.zeros((per_row - len(chosen), *images.shape[1:]), dtype=images.dtype)]
+    return torch.cat(rows), per_row
+
+
 def sampler_settings(config, sde):
     """What the samples depend on besides the weights: the SDE, the sampler and its knobs, eps, the seed."""
     m, name = config.model, str(config.training.sde).lower()
     knobs = ("sigma_min", "sigma_max") if name == "vesde" else ("beta_min", "beta_max")
     o = objective_knobs(config)
+    s = config.sampling
+    classes = dict(class_label=s.class_label, guidance=s.guidance, classifier=s.classifier,
+                   classifier_scale=s.classifier_scale) if s.class_label is not None else {}
     return dict(sde=name, num_scales=m.num_scales, continuous=config.training.continuous,
                 **{knob: m[knob] for knob in knobs}, preconditioning=o["preconditioning"],
                 sigma_data=o["sigma_data"], method=config.sampling.method, eps=sde.sampling_eps,
-                seed=config.seed, **sampler_kwargs(config))
+                seed=config.seed, **sampler_kwargs(config), **classes)
 
 
 # ---- conditional sampling: inpainting, colorization, super-resolution (docs/controllable.md) ----
@@ -788,7 +911,7 @@ def prepare_evaluation(config, workdir):
         _likelihood_batches(config)  # opens the data
     if not e.enable_sampling:
         return None
-    dry_run_sampler(config, sde, state.model)
+    dry_run_sampler(config, sde, state.model, _rank_labels(config, 2), sampling_classifier(config, sde)[1])
     if not data_kind(config).judged_by_features:
         return None
     return feature_network(config), evaluation.load_statistics(stats_path(config, workdir))
@@ -891,15 +1014,20 @@ def _sample_quality(config, number, model, identity, folder, judge):
     """eval.num_samples samples in rounds of eval.batch_size (split over the ranks): FID / KID / IS against
     the reference statistics for images, the exact mean log-density for toys."""
     kind, sde = data_kind(config), build_sde(config)
+    classifier_fn = sampling_classifier(config, sde)[1]
 
     def draw_round(index, size):
         gen = torch.Generator(device()).manual_seed(evaluation.round_seed(config.seed, number, index) * 7919
                                                      + distributed.shard().rank)
-        samples, nfe = draw_samples(config, sde, model, _per_rank(size, "each round's size"), gen,
-                                    progress=False)
+        num = _per_rank(size, "each round's size")
+        labels = _rank_labels(config, num)
+        samples, nfe = draw_samples(config, sde, model, num, gen, progress=False, labels=labels,
+                                    classifier_fn=classifier_fn)
         require_finite(samples, f"samples of round {index} (checkpoint {number})")
         arrays = kind.round_arrays(samples, judge)
         arrays["nfe"] = np.full(len(samples), nfe)  # score evaluations per sample
+        if labels is not None:
+            arrays["labels"] = labels.cpu().numpy()
         parts = distributed.gather(arrays)
         return {name: np.concatenate([p[name] for p in parts]) for name in arrays}
 
@@ -909,10 +1037,29 @@ def _sample_quality(config, number, model, identity, folder, judge):
     samples = torch.from_numpy(rounds["samples"])
     kind.save_picture(folder / "samples.png", samples[:kind.snapshot_size(len(samples))])
     quality = kind.rounds_quality(rounds, judge, config.seed)
+    if "labels" in rounds:
+        quality |= class_accuracy(config, rounds)
     if "samples_nats" in quality and distributed.is_main():
         print(f"exact mean log-density of {len(samples)} samples {quality['samples_nats']:.3f} nats, "
               f"of as many data points {quality['data_nats']:.3f} nats")
     return dict(quality, num_samples=len(samples), nfe=int(rounds["nfe"].max()))
+
+
+def class_accuracy(config, rounds):
+    """How often samples asked for class k are judged to be of class k, per class and on average: by the
+    judge's classifier for images (eval.features 'mnist'; the Inception's ImageNet classes are not the
+    data's, so none is reported for it), by the exact mixture's most responsible component for the
+    'gaussian_mixture' toy."""
+    labels = torch.from_numpy(rounds["labels"])
+    if config.data.dataset == "gaussian_mixture":
+        mixture = data.toy_distribution("gaussian_mixture", config.data.get("dim", 2))
+        predicted = mixture.responsibilities(torch.from_numpy(rounds["samples"]).double()).argmax(1)
+    elif config.eval.features == "mnist":
+        predicted = torch.from_numpy(rounds["probabilities"]).argmax(1)
+    else:
+        return {}
+    per_class = {str(int(k)): float((predicted[labels == k] == k).double().mean()) for k in labels.unique()}
+    return dict(class_accuracy=float((predicted == labels).double().mean()), per_class_accuracy=per_class)
 
 
 # No graph: without no_grad every draw's activations were kept, and a U-Net's bound on 500 images ran out of
@@ -985,8 +1132,9 @@ def _test_loss(config, state):
     batches = data.batches(**data_options(config, "test", shard), generator=gen, epochs=1)
     total, count = 0.0, 0
     for batch in tqdm(batches, desc="test loss", unit="batch", disable=not distributed.is_main()):
+        batch, labels = split_batch(batch)
         # weighted by the batch size, so that a short last batch counts as much as its items
-        total += training.eval_step(state, batch, loss_fn, gen).item() * len(batch)
+        total += training.eval_step(state, batch, loss_fn, gen, labels).item() * len(batch)
         count += len(batch)
     totals = distributed.gather((total, count))
     loss = sum(t for t, _ in totals) / sum(c for _, c in totals)

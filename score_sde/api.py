@@ -18,11 +18,13 @@ from torch import nn
 
 from score_sde import configs, data
 from score_sde.data_kind import Images, ToyPoints
+from score_sde.guidance import ClassifierFn, classifier_free_guidance, classifier_guidance
 from score_sde.models import create_model, get_score_fn
 from score_sde.models.ema import ExponentialMovingAverage
+from score_sde.noise_classifier import classifier_log_prob_fn
 from score_sde.sampling import ode_sample, pc_sample
 from score_sde.sampling.fast import fast_sample
-from score_sde.sde import SDE, SDES, VESDE
+from score_sde.sde import SDE, SDES, VESDE, ScoreFn
 from score_sde.train import TrainState, load_into, make_optimizer, read_checkpoint
 
 SAMPLERS = {"pc": pc_sample, "ode": ode_sample, "fast": fast_sample}
@@ -45,6 +47,110 @@ def score_fn_from_config(config: ml_collections.ConfigDict, sde: SDE, model: nn.
     knobs = configs.objective_knobs(config)
     return get_score_fn(sde, model, continuous=config.training.continuous, train=False,
                         preconditioning=knobs["preconditioning"], sigma_data=knobs["sigma_data"])
+
+
+def num_classes(config: ml_collections.ConfigDict) -> int:
+    """The classes samples can be asked for: the class-conditional network's (model.num_classes), else the
+    data's labels' (for classifier guidance of an unconditional network); 0 when neither has classes."""
+    return config.model.get("num_classes", 0) or data.num_classes(config.data.dataset)
+
+
+def class_labels(config: ml_collections.ConfigDict, n: int) -> torch.Tensor | None:
+    """sampling.class_label for n samples as int64 labels [n] in order (so a grid row holds one class):
+    None when unset (unconditional samples); one class index for all; 'a,b,...' or 'all' spread evenly.
+
+    Raises:
+        ValueError naming sampling.class_label: a value that is not a class index of num_classes(config).
+    """
+    spec = config.sampling.get("class_label")
+    if spec is None:
+        return None
+    count = num_classes(config)
+    text = str(spec).strip()
+    try:
+        classes = list(range(count)) if text == "all" else [int(part) for part in text.split(",")]
+    except ValueError:
+        classes = []
+    if not classes or any(not 0 <= k < count for k in classes):
+        none = "" if count else " (neither the network nor its data has classes)"
+        raise ValueError(f"sampling.class_label={spec!r}: expected a class in [0, {count}), a list "
+                         f"'a,b,...' of them, or 'all'{none}")
+    return torch.tensor(classes)[torch.arange(n) * len(classes) // n]
+
+
+def guided_score_fn(config: ml_collections.ConfigDict, sde: SDE, model: nn.Module,
+                    labels: torch.Tensor | None = None, classifier_fn: ClassifierFn | None = None) -> ScoreFn:
+    """The score the samplers follow (docs/guidance.md): unconditional without labels (a class-conditional
+    network's null class); with labels, classifier guidance of the score by classifier_fn at
+    sampling.classifier_scale, or classifier-free guidance of a class-conditional network with weight
+    sampling.guidance."""
+    score_fn = score_fn_from_config(config, sde, model)
+    s = config.sampling
+    if labels is None:
+        if classifier_fn is not None:
+            raise ValueError("sampling.classifier guides towards sampling.class_label, which is unset")
+        return score_fn
+    if classifier_fn is not None:
+        return classifier_guidance(score_fn, classifier_fn, labels, s.classifier_scale)
+    if not config.model.get("num_classes", 0):
+        raise ValueError(f"sampling.class_label={s.class_label!r} asks for classes, but the network is "
+                         "unconditional (model.num_classes=0): set sampling.classifier for classifier "
+                         "guidance, or train a class-conditional network")
+    return classifier_free_guidance(score_fn, labels, s.guidance)
+
+
+def classifier_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config the noise-conditional classifier trains under (--mode train_classifier): config's SDE,
+    data and training knobs, with model.* describing the classifier (config.classifier's width and EMA rate,
+    the data's classes), classifier.n_iters / batch_size / lr for training's and optim's, no warm-up and no
+    snapshot samples."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    classes = data.num_classes(c.data.dataset)
+    if not classes:
+        raise ValueError(f"data.dataset={c.data.dataset!r} carries no class labels to train a classifier on")
+    k = c.classifier
+    c.model.update(name="noise_classifier", nf=k.nf, num_classes=classes, ema_rate=k.ema_rate,
+                   preconditioning="none")
+    c.training.update(n_iters=k.n_iters, batch_size=k.batch_size, snapshot_sampling=False)
+    c.optim.update(lr=k.lr, warmup=0)
+    return c
+
+
+CLASSIFIER_MUST_MATCH = ("training.sde", "model.beta_min", "model.beta_max", "model.sigma_min",
+                         "model.sigma_max", "data.image_size", "data.num_channels", "data.centered",
+                         "data.dataset", "data.dim")
+
+
+def load_classifier(path_or_workdir: str | Path, config: ml_collections.ConfigDict,
+                    device: torch.device) -> tuple[nn.Module, ClassifierFn]:
+    """The noise-conditional classifier of --mode train_classifier (EMA weights, eval mode) and its log-
+    probability function, for sampling with `config`.
+
+    Args:
+        path_or_workdir: a classifier checkpoint, its folder (<workdir>/classifier), or the score model's
+            workdir holding that folder.
+    Raises:
+        FileNotFoundError: no classifier there; ValueError: it was trained for another SDE or data
+            (CLASSIFIER_MUST_MATCH), naming the knob.
+    """
+    path = Path(path_or_workdir).expanduser()
+    if path.is_dir() and (path / "classifier").is_dir():
+        path = path / "classifier"
+    path = latest_checkpoint(path) if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no classifier checkpoint at {path}: train one with --mode train_classifier")
+    saved = _config_for(path, None)
+    if saved.model.name != "noise_classifier":
+        raise ValueError(f"{path} holds a {saved.model.name!r} network, not a noise-conditional classifier")
+    for knob in CLASSIFIER_MUST_MATCH:
+        section, name = knob.split(".")
+        ours, theirs = config[section].get(name), saved[section].get(name)
+        if str(ours).lower() != str(theirs).lower():
+            raise ValueError(f"the classifier {path} was trained with {knob}={theirs!r}, the model samples "
+                             f"with {ours!r}")
+    state = load_into(read_checkpoint(path), train_state(saved, device), path, with_rng=False)
+    state.ema.copy_to(state.model)
+    return state.model.eval(), classifier_log_prob_fn(state.model)
 
 
 def sampler_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:

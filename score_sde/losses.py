@@ -26,6 +26,15 @@ def _global_noise(batch, generator, shard):
     return shard.of(torch.randn(shape, generator=generator, device=batch.device, dtype=batch.dtype))
 
 
+def with_classes(fn: Callable[..., torch.Tensor], class_labels: torch.Tensor | None
+                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """fn(x, t_or_labels, class_labels) as a function of (x, t_or_labels); fn itself when class_labels is None
+    (an unconditional network is then called exactly as before)."""
+    if class_labels is None:
+        return fn
+    return lambda x, t: fn(x, t, class_labels)
+
+
 def _reduce(losses, reduce_mean):
     flat = losses.flatten(1)
     return flat.mean(1) if reduce_mean else 0.5 * flat.sum(1)
@@ -98,7 +107,8 @@ def get_loss_fn(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
                 likelihood_weighting: bool = False, eps: float | None = None, t_sampling: str = "uniform",
                 weighting: str | None = None, lognormal_mean: float = -1.2, lognormal_std: float = 1.2,
                 sigma_data: float = 0.5) -> Callable[..., torch.Tensor]:
-    """The training loss as a function loss_fn(fn, batch, generator=None, shard=ONE_PROCESS) -> scalar.
+    """The training loss as a function loss_fn(fn, batch, generator=None, shard=ONE_PROCESS,
+    class_labels=None) -> scalar; with class labels [B], fn is called as fn(x, t, class_labels).
 
     Continuous: fn is a score function (x, t) and t is drawn from the `t_sampling` density (time_sampling:
     "uniform", "lognormal" with EDM's lognormal_mean / lognormal_std, "importance"); the loss estimates the
@@ -125,7 +135,8 @@ def get_loss_fn(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
         edm_density = lognormal_time(sde, eps, lognormal_mean, lognormal_std) if weighting == "edm" else None
         original = t_sampling == "uniform" and weighting != "edm"  # the original's estimator, bit for bit
 
-        def loss_fn(score_fn, batch, generator=None, shard=ONE_PROCESS):
+        def loss_fn(score_fn, batch, generator=None, shard=ONE_PROCESS, class_labels=None):
+            score_fn = with_classes(score_fn, class_labels)
             n = shard.global_size(batch.shape[0])
             t = shard.of(density.sample(n, generator, batch.device, batch.dtype))
             z = _global_noise(batch, generator, shard)
@@ -149,7 +160,8 @@ def get_loss_fn(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
             f"discrete training is defined for VESDE (SMLD) and VPSDE (DDPM), not {type(sde).__name__}"
         )
 
-    def loss_fn(model_fn, batch, generator=None, shard=ONE_PROCESS):
+    def loss_fn(model_fn, batch, generator=None, shard=ONE_PROCESS, class_labels=None):
+        model_fn = with_classes(model_fn, class_labels)
         n = shard.global_size(batch.shape[0])
         labels = shard.of(torch.randint(0, sde.N, (n,), generator=generator, device=batch.device))
         z = _global_noise(batch, generator, shard)

@@ -230,11 +230,11 @@ def check_rng_state(state: TrainState, rng: Mapping) -> None:
 
 def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
               likelihood_weighting: bool = False, eps: float | None = None, train: bool = True,
-              shard: Shard = ONE_PROCESS, preconditioning: str = "none", **objective: str | float | None
-              ) -> Callable[..., torch.Tensor]:
-    """The training objective as loss_fn(state, batch, generator=None) -> scalar, as the original's
-    get_step_fn builds it: `get_loss_fn` applied to the network as a score function (continuous; see
-    get_score_fn) or as the raw network (x, integer labels) of the discrete SMLD / DDPM losses.
+              shard: Shard = ONE_PROCESS, preconditioning: str = "none", num_classes: int = 0,
+              class_dropout: float = 0.0, **objective: str | float | None) -> Callable[..., torch.Tensor]:
+    """The training objective as loss_fn(state, batch, generator=None, class_labels=None) -> scalar, as the
+    original's get_step_fn builds it: `get_loss_fn` applied to the network as a score function (continuous;
+    see get_score_fn) or as the raw network (x, integer labels) of the discrete SMLD / DDPM losses.
 
     Args:
         sde: the forward SDE; discrete training needs a VESDE (SMLD) or a VPSDE (DDPM).
@@ -245,26 +245,44 @@ def make_loss(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
             uses train=False and the plain model.
         shard: which items of the global batch this process's batches are (score_sde.distributed).
         preconditioning: `config.model.preconditioning` (get_score_fn); its sigma_data is objective's.
+        num_classes, class_dropout: a class-conditional network's `config.model.num_classes` and
+            `config.training.class_dropout`: with train, each item's label is replaced by the null class
+            (index num_classes) with that probability, so that one network learns the conditional and the
+            unconditional score (classifier-free guidance, Ho & Salimans 2022).
         objective: t_sampling, weighting, lognormal_mean, lognormal_std, sigma_data for get_loss_fn.
     """
     objective_fn = get_loss_fn(sde, continuous, reduce_mean, likelihood_weighting, eps, **objective)
     sigma_data = objective.get("sigma_data", 0.5)
+    if not 0 <= class_dropout <= 1:
+        raise ValueError(f"class_dropout must lie in [0, 1], got {class_dropout}")
 
-    def loss_fn(state, batch, generator=None):
+    def loss_fn(state, batch, generator=None, class_labels=None):
         network = state.ddp if train and state.ddp is not None else state.model
         if continuous:
             network_fn = get_score_fn(sde, network, continuous=True, train=train,
                                       preconditioning=preconditioning, sigma_data=sigma_data)
         else:
             network_fn = get_model_fn(network, train=train)
-        return objective_fn(network_fn, batch, generator, shard)
+        if class_labels is not None and train and class_dropout > 0:
+            class_labels = drop_classes(class_labels, num_classes, class_dropout, generator, shard)
+        return objective_fn(network_fn, batch, generator, shard, class_labels)
 
     return loss_fn
 
 
+def drop_classes(class_labels: torch.Tensor, num_classes: int, probability: float,
+                 generator: torch.Generator | None = None, shard: Shard = ONE_PROCESS) -> torch.Tensor:
+    """Each label replaced by the null class num_classes with `probability`; the coin flips are drawn for the
+    global batch and sharded, as the losses' noise is, so any number of ranks drops what one process does."""
+    flips = torch.rand(shard.global_size(len(class_labels)), generator=generator, device=class_labels.device)
+    return torch.where(shard.of(flips) < probability, num_classes, class_labels)
+
+
 def train_step(state: TrainState, batch: torch.Tensor, loss_fn: Callable[..., torch.Tensor], lr: float,
-               warmup: int = 0, grad_clip: float = -1.0, precision: str = "fp32") -> torch.Tensor:
-    """One optimisation step on batch [B, ...], drawing its randomness from state.generator.
+               warmup: int = 0, grad_clip: float = -1.0, precision: str = "fp32",
+               class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimisation step on batch [B, ...] (with class_labels [B]: of a class-conditional network),
+    drawing its randomness from state.generator.
 
     Nothing here reads a value back to the host: the caller decides when to look at the loss.
 
@@ -279,7 +297,7 @@ def train_step(state: TrainState, batch: torch.Tensor, loss_fn: Callable[..., to
     """
     state.optimizer.zero_grad(set_to_none=True)
     with autocast(batch.device, precision):
-        loss = loss_fn(state, batch, state.generator)
+        loss = loss_fn(state, batch, state.generator, class_labels)
     loss.backward()
     optimize(state.optimizer, state.model.parameters(), state.step, lr, warmup, grad_clip)
     state.step += 1
@@ -289,15 +307,17 @@ def train_step(state: TrainState, batch: torch.Tensor, loss_fn: Callable[..., to
 
 @torch.no_grad()
 def eval_step(state: TrainState, batch: torch.Tensor, loss_fn: Callable[..., torch.Tensor],
-              generator: torch.Generator | None = None) -> torch.Tensor:
-    """The loss on batch [B, ...] of the EMA weights (as the original evaluates), without gradients.
+              generator: torch.Generator | None = None, class_labels: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    """The loss on batch [B, ...] (with class_labels [B] for a class-conditional network) of the EMA weights
+    (as the original evaluates), without gradients.
 
     Args:
         loss_fn: from `make_loss(..., train=False)`.
         generator: evaluation randomness, kept apart from the training stream.
     """
     with state.ema.average_parameters(state.model):
-        return loss_fn(state, batch, generator)
+        return loss_fn(state, batch, generator, class_labels)
 
 
 class TrainingDiverged(RuntimeError):

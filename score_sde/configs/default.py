@@ -31,6 +31,10 @@ def get_default_configs() -> ml_collections.ConfigDict:
     # a torch.compile mode for the network ('default', 'reduce-overhead', 'max-autotune'; unset: eager).
     training.precision = "fp32"
     training.compile = ml_collections.config_dict.placeholder(str)
+    # Ours, for a class-conditional network (model.num_classes > 0; docs/guidance.md): the probability of
+    # training an item on the null class instead of its label, so one network also learns the
+    # unconditional score that classifier-free guidance needs.
+    training.class_dropout = 0.1
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.n_steps_each = 1
@@ -62,6 +66,15 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.conditional_method = "smc"
     sampling.particles = 64
     sampling.smc_steps = ml_collections.config_dict.placeholder(int)
+    # Ours, class-conditional sampling (docs/guidance.md): the class of the samples (a class index, a list
+    # 'a,b,...' spread evenly over the samples, or 'all' for every class; unset: unconditional), the
+    # classifier-free guidance weight w of a class-conditional network, and for classifier guidance of an
+    # unconditional one the noise-conditional classifier (its workdir or checkpoint, from --mode
+    # train_classifier) and its scale.
+    sampling.class_label = ml_collections.config_dict.placeholder(str)
+    sampling.guidance = 0.0
+    sampling.classifier = ml_collections.config_dict.placeholder(str)
+    sampling.classifier_scale = 1.0
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.begin_ckpt = 9
@@ -129,6 +142,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     model.beta_max = 20.
     model.dropout = 0.1
     model.embedding_type = "fourier"
+    # Ours: the number of classes of a class-conditional network (ddpm, ncsnpp, mlp; docs/guidance.md); 0:
+    # unconditional, the original's networks and checkpoints.
+    model.num_classes = 0
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.weight_decay = 0.
@@ -138,6 +154,16 @@ def get_default_configs() -> ml_collections.ConfigDict:
     optim.eps = 1e-8
     optim.warmup = 5000
     optim.grad_clip = 1.
+
+    # Ours: the noise-conditional classifier of classifier guidance, trained by --mode train_classifier into
+    # <workdir>/classifier/ on the data's labels, perturbed by training.sde's kernel: its width, steps, batch
+    # size, learning rate (Adam, optim's other knobs, no warm-up) and EMA rate.
+    config.classifier = classifier = ml_collections.ConfigDict()
+    classifier.nf = 32
+    classifier.n_iters = 5000
+    classifier.batch_size = 128
+    classifier.lr = 1e-3
+    classifier.ema_rate = 0.999
 
     config.seed = 42
     return config

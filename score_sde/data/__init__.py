@@ -18,15 +18,23 @@ from score_sde.data.scaling import (
     random_flip,
     uniform_dequantize,
 )
-from score_sde.data.sources import DEFAULT_ROOT, IMAGE_DATASETS, SPLITS, SYNTHETIC_SIZES, image_dataset
-from score_sde.data.stream import TOY_EPOCH_SIZE, batches, index_batches, plain_batches
-from score_sde.data.toys import TOYS, toy_batch, toy_distribution
+from score_sde.data.sources import (
+    DEFAULT_ROOT,
+    IMAGE_CLASSES,
+    IMAGE_DATASETS,
+    SPLITS,
+    SYNTHETIC_SIZES,
+    image_dataset,
+)
+from score_sde.data.stream import TOY_EPOCH_SIZE, Batch, batches, index_batches, num_classes, plain_batches
+from score_sde.data.toys import TOY_CLASSES, TOYS, toy_batch, toy_distribution
 from score_sde.data.transforms import center_crop, crop_to_square, resize, resize_small
 
 __all__ = [
-    "DEFAULT_ROOT", "IMAGE_DATASETS", "MNIST_URL", "SPLITS", "SYNTHETIC_SIZES", "TOYS", "TOY_EPOCH_SIZE",
+    "Batch", "DEFAULT_ROOT", "IMAGE_CLASSES", "IMAGE_DATASETS", "MNIST_URL", "SPLITS", "SYNTHETIC_SIZES",
+    "TOYS", "TOY_CLASSES", "TOY_EPOCH_SIZE",
     "ImageFiles", "PILImages", "SyntheticImages", "TensorImages",
     "augment", "batches", "center_crop", "crop_to_square", "get_data_inverse_scaler", "get_data_scaler",
-    "image_dataset", "index_batches", "plain_batches", "random_flip", "read_idx", "resize", "resize_small",
-    "toy_batch", "toy_distribution", "uniform_dequantize",
+    "image_dataset", "index_batches", "num_classes", "plain_batches", "random_flip", "read_idx", "resize",
+    "resize_small", "toy_batch", "toy_distribution", "uniform_dequantize",
 ]

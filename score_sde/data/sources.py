@@ -15,6 +15,8 @@ from score_sde.registry import lookup
 DEFAULT_ROOT = "~/.cache/score_sde/data"
 SPLITS = ("train", "test")
 SYNTHETIC_SIZES = {"train": 1024, "test": 256}
+# The datasets whose items carry a class label, and how many classes (the others label every item 0).
+IMAGE_CLASSES = {"MNIST": 10, "CIFAR10": 10, "SVHN": 10, "synthetic": 10}
 DOWNLOAD_HINT = "or pass download=True to download it (needs network access)"
 
 

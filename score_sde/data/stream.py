@@ -10,11 +10,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from score_sde.data.datasets import SyntheticImages, TensorImages
 from score_sde.data.scaling import augment
-from score_sde.data.sources import DEFAULT_ROOT, IMAGE_DATASETS, SPLITS, image_dataset
-from score_sde.data.toys import TOYS, toy_batch
+from score_sde.data.sources import DEFAULT_ROOT, IMAGE_CLASSES, IMAGE_DATASETS, SPLITS, image_dataset
+from score_sde.data.toys import TOY_CLASSES, TOYS, toy_batch
 from score_sde.distributed import ONE_PROCESS, Shard
 
 TOY_EPOCH_SIZE = 10_000  # points per toy "epoch", the size of the CIFAR10 / MNIST test sets
+Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # x, or (x, class labels) with labels=True
+
+
+def num_classes(name: str) -> int:
+    """How many classes the items of dataset `name` carry as labels (0: none, e.g. CELEBA or the 2-D toys)."""
+    return {**IMAGE_CLASSES, **TOY_CLASSES}.get(name, 0)
 
 
 def index_batches(num_items: int, batch_size: int, generator: torch.Generator | None = None,
@@ -59,8 +65,8 @@ def batches(name: str, split: str, batch_size: int, generator: torch.Generator |
             shard: Shard = ONE_PROCESS, epochs: int | None = None, *, root: str | Path = DEFAULT_ROOT,
             image_size: int | None = None, num_channels: int | None = None, category: str | None = None,
             download: bool = False, dim: int = 2, random_flip: bool = False,
-            uniform_dequantization: bool = False, centered: bool = False, num_workers: int | None = None
-            ) -> Iterator[torch.Tensor]:
+            uniform_dequantization: bool = False, centered: bool = False, num_workers: int | None = None,
+            labels: bool = False) -> Iterator[Batch]:
     """Batches in model space for training ('train') or evaluation ('test'), on the generator's device.
 
     Images (name in IMAGE_DATASETS, opened by `image_dataset`) are shuffled for 'train' (sequential for
@@ -77,17 +83,22 @@ def batches(name: str, split: str, batch_size: int, generator: torch.Generator |
             share of every global batch; epochs: passes over the data, None for an endless stream.
         root, image_size, num_channels, category, download: the image dataset, as `image_dataset`; dim: the
             toy's dimension; random_flip, uniform_dequantization, centered: the images' augmentation and
-            scaling; num_workers: DataLoader processes (None: 0 for images held in memory, else up to 4).
+            scaling; num_workers: DataLoader processes (None: 0 for images held in memory, else up to 4);
+            labels: yield each batch's class labels too (a dataset with `num_classes(name)` > 0).
     Returns:
-        an iterator of tensors [B, C, H, W] (images) or [B, D] (toys). The dataset is opened now, so a missing
-        dataset raises here, not at the first batch.
+        an iterator of tensors [B, C, H, W] (images) or [B, D] (toys), or with labels of (x, int64 labels [B])
+        on the same device; the images and points are the same either way. The dataset is opened now, so a
+        missing dataset raises here, not at the first batch.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+    if labels and not num_classes(name):
+        raise ValueError(f"labels=True, but the items of {name!r} carry no class labels; datasets with "
+                         f"classes: {sorted({**IMAGE_CLASSES, **TOY_CLASSES})}")
     order_gen, draw_gen = _stream_generators(generator)
     train = split == "train"
     if name in TOYS:
-        return _toy_stream(name, dim, batch_size, draw_gen, train, shard, epochs)
+        return _toy_stream(name, dim, batch_size, draw_gen, train, shard, epochs, labels)
     if name in IMAGE_DATASETS and (image_size is None or num_channels is None):
         raise ValueError(f"the image dataset {name!r} needs image_size and num_channels")
     dataset = image_dataset(name, root, split, image_size, num_channels, category, download)
@@ -95,7 +106,7 @@ def batches(name: str, split: str, batch_size: int, generator: torch.Generator |
                             epochs)
     augment_fn = functools.partial(augment, flip=random_flip and train, dequantize=uniform_dequantization,
                                    centered=centered, shard=shard)
-    return _loaded(dataset, indices, _num_workers(dataset, num_workers), draw_gen, augment_fn)
+    return _loaded(dataset, indices, _num_workers(dataset, num_workers), draw_gen, augment_fn, labels)
 
 
 def _stream_generators(generator):
@@ -108,11 +119,13 @@ def _stream_generators(generator):
     return torch.Generator().manual_seed(seed), torch.Generator(device).manual_seed(seed + 1)
 
 
-def _toy_stream(name, dim, batch_size, generator, train, shard, epochs):
+def _toy_stream(name, dim, batch_size, generator, train, shard, epochs, labels):
     """Fresh toy points for each batch of indices: drawn for the global batch, this rank's shard kept."""
     indices = index_batches(TOY_EPOCH_SIZE, batch_size, None, False, shard.rank, shard.world_size, train,
                             epochs)
-    return (shard.of(toy_batch(name, shard.global_size(len(i)), generator, dim)) for i in indices)
+    for i in indices:
+        batch = toy_batch(name, shard.global_size(len(i)), generator, dim, with_labels=labels)
+        yield (shard.of(batch[0]), shard.of(batch[1])) if labels else shard.of(batch)
 
 
 def _num_workers(dataset, num_workers):
@@ -136,10 +149,12 @@ def plain_batches(dataset: Dataset, batch_size: int) -> Iterator[torch.Tensor]:
     return _loaded(dataset, indices, 0, torch.Generator(), identity)
 
 
-def _loaded(dataset, indices, num_workers, generator, augment_fn):
-    """The dataset's images for each batch of indices, moved to the generator's device and augmented."""
+def _loaded(dataset, indices, num_workers, generator, augment_fn, labels=False):
+    """The dataset's images for each batch of indices, moved to the generator's device and augmented; with
+    labels, (images, their class labels)."""
     device = generator.device
     loader = DataLoader(dataset, batch_sampler=(i.tolist() for i in indices), num_workers=num_workers,
                         pin_memory=device.type == "cuda")
-    for x, _ in loader:
-        yield augment_fn(x.to(device, non_blocking=True), generator)
+    for x, y in loader:
+        x = augment_fn(x.to(device, non_blocking=True), generator)
+        yield (x, y.to(device, torch.int64, non_blocking=True)) if labels else x
