@@ -11,6 +11,7 @@ from score_sde.configs import num_channels
 from score_sde.models.checkpoints import ReferenceCheckpoint as ReferenceCheckpoint
 from score_sde.models.checkpoints import load_reference_checkpoint as load_reference_checkpoint
 from score_sde.models.checkpoints import safe_torch_load as safe_torch_load
+from score_sde.models.classifier import noise_classifier as noise_classifier
 from score_sde.models.ddpm import DDPM
 from score_sde.models.ema import ExponentialMovingAverage as ExponentialMovingAverage
 from score_sde.models.mlp import MLP
@@ -25,6 +26,18 @@ def _sigmas_args(config):
     """The noise-level knobs every VE-aware network takes."""
     m = config.model
     return dict(sigma_min=m.sigma_min, sigma_max=m.sigma_max, num_scales=m.num_scales)
+
+
+def _num_classes(config):
+    """model.num_classes: 0 (the default) for an unconditional network, else the number of classes."""
+    return config.model.get("num_classes", 0)
+
+
+def _check_unconditional(config):
+    """NCSN and NCSNv2 have no time embedding to which a class embedding could be added."""
+    if _num_classes(config) > 0:
+        raise ValueError(f"model.num_classes={_num_classes(config)} for {config.model.name!r}: NCSN/NCSNv2 "
+                         "are unconditional networks; the class-conditional ones are ddpm, ncsnpp and mlp")
 
 
 # One adapter per family: config -> constructor call.
@@ -42,7 +55,7 @@ def _ncsnpp(config):
                   progressive_combine=m.progressive_combine, embedding_type=m.embedding_type,
                   fourier_scale=m.get("fourier_scale", 16.0), init_scale=m.init_scale,
                   scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity,
-                  conv_size=m.get("conv_size", 3), **_sigmas_args(config))
+                  conv_size=m.get("conv_size", 3), num_classes=_num_classes(config), **_sigmas_args(config))
 
 
 def _mlp(config):
@@ -54,7 +67,7 @@ def _mlp(config):
     return MLP(dim=dim, hidden_dim=m.nf, num_layers=m.get("num_layers", 3),
                embedding_type=m.get("embedding_type", "positional"),
                fourier_scale=m.get("fourier_scale", 16.0), scale_by_sigma=m.get("scale_by_sigma", False),
-               input_skip=m.get("input_skip", False))
+               input_skip=m.get("input_skip", False), num_classes=_num_classes(config))
 
 
 def _ddpm(config):
@@ -64,7 +77,7 @@ def _ddpm(config):
                 num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
                 dropout=m.dropout, resamp_with_conv=m.resamp_with_conv, conditional=m.conditional,
                 centered=d.centered, scale_by_sigma=m.scale_by_sigma, nonlinearity=m.nonlinearity,
-                **_sigmas_args(config))
+                num_classes=_num_classes(config), **_sigmas_args(config))
 
 
 def _check_instance_norm_plus(config):
@@ -77,6 +90,7 @@ def _check_instance_norm_plus(config):
 def _ncsn(config):
     """NCSN v1 (models/ncsn.py): the conditional norms have one row per noise level, model.num_scales."""
     _check_instance_norm_plus(config)
+    _check_unconditional(config)
     m = config.model
     return NCSN(channels=num_channels(config.data), nf=m.nf, num_scales=m.num_scales,
                 centered=config.data.centered, nonlinearity=m.nonlinearity)
@@ -85,6 +99,7 @@ def _ncsn(config):
 def _ncsnv2(config):
     """NCSNv2 (models/ncsn.py) for the names ncsnv2_64, ncsnv2_128 and ncsnv2_256."""
     _check_instance_norm_plus(config)
+    _check_unconditional(config)
     m = config.model
     network = {"ncsnv2_64": NCSNv2, "ncsnv2_128": NCSNv2Deeper, "ncsnv2_256": NCSNv2Deepest}[m.name]
     return network(channels=num_channels(config.data), nf=m.nf, centered=config.data.centered,

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from score_sde.models.layers import (
     NIN,
+    add_class_embedding,
+    class_embedding,
     conv3x3,
     ddpm_conv,
     dense,
@@ -122,6 +124,10 @@ class DDPM(nn.Module):
 
     `labels` are the noise-conditioning inputs [B]: integer DDPM timesteps (discrete VP) or floats such as
     999·t (continuous VP/sub-VP); both are embedded sinusoidally. The output has x's shape and dtype.
+
+    With num_classes > 0 the network is also class-conditional: a learned embedding of the class labels
+    (num_classes + 1 rows, the last the null class) is added to the time embedding (which needs
+    conditional=True). It is registered after `all_modules`, so unconditional state dicts are unchanged.
     """
 
     def __init__(self, image_size: int, num_channels: int = 3, nf: int = 128,
@@ -129,8 +135,11 @@ class DDPM(nn.Module):
                  attn_resolutions: Sequence[int] = (16,), dropout: float = 0.1, resamp_with_conv: bool = True,
                  conditional: bool = True, centered: bool = True, scale_by_sigma: bool = False,
                  nonlinearity: str = "swish", sigma_min: float = 0.01, sigma_max: float = 50.0,
-                 num_scales: int = 1000):
+                 num_scales: int = 1000, num_classes: int = 0):
         super().__init__()
+        if num_classes > 0 and not conditional:
+            raise ValueError(f"num_classes={num_classes} needs conditional=True: the class embedding is "
+                             "added to the time embedding, which an unconditional DDPM does not have")
         self.register_buffer("sigmas", geometric_sigmas(sigma_min, sigma_max, num_scales))  # first key
         self.act = get_act(nonlinearity)
         self.nf, self.num_res_blocks = nf, num_res_blocks
@@ -150,6 +159,8 @@ class DDPM(nn.Module):
         modules += self._up_modules(skip_channels)
         modules += [group_norm(nf * ch_mult[0]), conv3x3(nf * ch_mult[0], num_channels, init_scale=0.0)]
         self.all_modules = nn.ModuleList(modules)
+        self.num_classes = num_classes
+        self.class_embed = class_embedding(num_classes, 4 * nf)  # last: original checkpoints keep their keys
 
     def _down_modules(self, skip_channels: list[int]) -> list[nn.Module]:
         """Encoder blocks per level; appends the channel count of every skip activation they produce."""
@@ -188,13 +199,16 @@ class DDPM(nn.Module):
                 modules.append(Upsample(in_ch, with_conv=self.resamp_with_conv))
         return modules
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """x: [B, C, H, W]; labels: [B] integer timesteps or float labels -> [B, C, H, W] like x.
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, class_labels: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """x: [B, C, H, W]; labels: [B] integer timesteps or float labels; class_labels: [B] integers in
+        [0, num_classes] (num_classes: the null class; None: the null class for all) -> [B, C, H, W] like x.
 
         The modules are consumed in the order the constructor appended them.
         """
         modules = iter(self.all_modules)
         temb = self._time_embedding(labels, modules, x.dtype) if self.conditional else None
+        temb = add_class_embedding(temb, self.class_embed, class_labels)
         h = x if self.centered else 2 * x - 1  # the network works on [-1, 1]
         skips = [next(modules)(h)]
         self._down(skips, modules, temb)

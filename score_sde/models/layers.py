@@ -103,3 +103,33 @@ def timestep_embedding(timesteps: torch.Tensor, embedding_dim: int, max_position
     if embedding_dim % 2 == 1:
         emb = nn.functional.pad(emb, (0, 1))
     return emb
+
+
+def class_embedding(num_classes: int, dim: int) -> nn.Embedding | None:
+    """The class embedding of a class-conditional network: num_classes + 1 vectors of size dim, the last
+    (index num_classes) the null class of the unconditional score; None when num_classes is 0.
+
+    Zero-initialised, so the conditional network starts as the unconditional one, for every class alike.
+    """
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be 0 (unconditional) or positive, got {num_classes}")
+    if num_classes == 0:
+        return None
+    embedding = nn.Embedding(num_classes + 1, dim)
+    nn.init.zeros_(embedding.weight)  # zero: the conditional network starts as the unconditional one
+    return embedding
+
+
+def add_class_embedding(temb: torch.Tensor | None, embedding: nn.Embedding | None,
+                        class_labels: torch.Tensor | None) -> torch.Tensor | None:
+    """temb [B, dim] plus the embedding of class_labels [B] (integers in [0, num_classes]; None: the null
+    class num_classes for every sample). A network without class embedding (embedding None) returns temb as
+    it is (None for one without time embedding either) and refuses class labels.
+    No values are checked here, so no host sync: nn.Embedding raises on an index out of range on the CPU."""
+    if embedding is None:
+        if class_labels is not None:
+            raise ValueError("class_labels given to an unconditional network (num_classes=0)")
+        return temb
+    if class_labels is None:
+        return temb + embedding.weight[-1]
+    return temb + embedding(class_labels)

@@ -4,7 +4,7 @@ import math
 import torch
 from torch import nn
 
-from score_sde.models.layers import dense, timestep_embedding
+from score_sde.models.layers import add_class_embedding, class_embedding, dense, timestep_embedding
 
 EMBEDDINGS = ("positional", "fourier")
 
@@ -31,11 +31,13 @@ class MLP(nn.Module):
         input_skip: add g·x to the output, with the gain g [B] a dense layer of the label embedding: the
             identity map a noise-predicting network needs at high noise (ε ≈ x at t = T) is then exact
             rather than approximated by the residual blocks.
+        num_classes: 0, or the number of classes of a class-conditional network: a learned embedding of the
+            class labels (num_classes + 1 rows, the last the null class) is added to the label embedding.
     """
 
     def __init__(self, dim: int, hidden_dim: int = 128, num_layers: int = 3, embedding_dim: int | None = None,
                  embedding_type: str = "positional", fourier_scale: float = 16.0,
-                 scale_by_sigma: bool = False, input_skip: bool = False):
+                 scale_by_sigma: bool = False, input_skip: bool = False, num_classes: int = 0):
         super().__init__()
         if embedding_type not in EMBEDDINGS:
             raise ValueError(f"unknown embedding_type {embedding_type!r}; expected one of {list(EMBEDDINGS)}")
@@ -57,6 +59,8 @@ class MLP(nn.Module):
         self.output = dense(hidden_dim, dim)
         self.skip_gain = dense(hidden_dim, 1) if input_skip else None
         self.act = nn.SiLU()
+        self.num_classes = num_classes
+        self.class_embed = class_embedding(num_classes, hidden_dim)  # last: unconditional keys unchanged
 
     def embed(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """The label embedding [B, embedding_dim] in the given dtype."""
@@ -65,12 +69,15 @@ class MLP(nn.Module):
         args = torch.log(labels.to(dtype))[:, None] * self.fourier_W.to(dtype)[None, :] * (2 * math.pi)
         return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, class_labels: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """x: [B, dim] or [B, ...], labels: [B], class_labels: [B] integers in [0, num_classes] (num_classes,
+        or None for all: the null class) -> like x."""
         shape = x.shape
         x = x.flatten(1)  # images [B, C, H, W] are points of dimension C·H·W
         if x.shape[1] != self.input.in_features:
             raise ValueError(f"MLP of dim {self.input.in_features} got x of shape {tuple(shape)}")
-        temb = self.temb(self.embed(labels, x.dtype))
+        temb = add_class_embedding(self.temb(self.embed(labels, x.dtype)), self.class_embed, class_labels)
         h = self.input(x) + temb
         for block in self.blocks:
             h = h + block(self.act(h))

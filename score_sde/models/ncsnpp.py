@@ -24,6 +24,8 @@ from score_sde.models.fir import (
 )
 from score_sde.models.layers import (
     NIN,
+    add_class_embedding,
+    class_embedding,
     conv1x1,
     conv3x3,
     ddpm_conv,
@@ -255,6 +257,10 @@ class NCSNpp(nn.Module):
         centered: inputs already in [-1, 1]; otherwise x in [0, 1] is mapped to 2x − 1 first.
         conv_size: accepted for config compatibility; only 3 (the original ignores it).
         sigma_min, sigma_max, num_scales: the geometric `sigmas` buffer.
+        num_classes: 0 (no class conditioning), or the number of classes of a class-conditional
+            network: a learned embedding of the class labels (num_classes + 1 rows, the last the null class)
+            is added to temb (needs conditional=True). Registered after `all_modules`, so unconditional
+            state dicts keep the original's keys.
     """
 
     def __init__(self, image_size: int = 32, num_channels: int = 3, centered: bool = False, nf: int = 128,
@@ -265,8 +271,12 @@ class NCSNpp(nn.Module):
                  progressive_input: str = "residual", progressive_combine: str = "sum",
                  embedding_type: str = "fourier", fourier_scale: float = 16.0, init_scale: float = 0.0,
                  scale_by_sigma: bool = True, nonlinearity: str = "swish", conv_size: int = 3,
-                 sigma_min: float = 0.01, sigma_max: float = 50.0, num_scales: int = 1000):
+                 sigma_min: float = 0.01, sigma_max: float = 50.0, num_scales: int = 1000,
+                 num_classes: int = 0):
         super().__init__()
+        if num_classes > 0 and not conditional:
+            raise ValueError(f"num_classes={num_classes} needs conditional=True: the class embedding is "
+                             "added to the time embedding, which an unconditional NCSN++ does not have")
         if conv_size != 3:  # the original reads conv_size nowhere: its convolutions are all 3×3 (or 1×1)
             raise ValueError(f"NCSN++ supports conv_size 3 only, got {conv_size}")
         self.act = get_act(nonlinearity)
@@ -297,6 +307,8 @@ class NCSNpp(nn.Module):
         if self.progressive != "output_skip":
             modules += [group_norm(in_ch), conv3x3(in_ch, num_channels, init_scale=init_scale)]
         self.all_modules = nn.ModuleList(modules)
+        self.num_classes = num_classes
+        self.class_embed = class_embedding(num_classes, 4 * nf)  # last: original checkpoints keep their keys
 
     # ---- construction: each _build_* appends the layers its forward counterpart consumes ----
 
@@ -382,10 +394,14 @@ class NCSNpp(nn.Module):
 
     # ---- forward: each step consumes its layers from the shared iterator, in construction order ----
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """x: [B, num_channels, H, W], labels: [B] -> [B, num_channels, H, W] (see the class docstring)."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, class_labels: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """x: [B, num_channels, H, W], labels: [B], class_labels: [B] integers in [0, num_classes]
+        (num_classes, or None for all: the null class) -> [B, num_channels, H, W] (see the class
+        docstring)."""
         modules = iter(self.all_modules)
         temb = self._embed(modules, labels, x.dtype)
+        temb = add_class_embedding(temb, self.class_embed, class_labels)
         if not self.centered:
             x = 2 * x - 1.0  # data in [0, 1] -> [-1, 1]
         hs = self._down(modules, x, temb)

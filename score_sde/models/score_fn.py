@@ -11,6 +11,10 @@ The original code (models/utils.py, get_score_fn) feeds and reads its networks d
 | VE | no | round((T − t)·(N − 1)) (int64) | the score | output |
 
 The VE index counts from the largest noise level (0) down, as NCSN's `sigmas` buffer is ordered.
+
+Class-conditional networks (num_classes > 0) take class labels as a third argument; the functions here
+pass `class_labels` [B] through (None: the network is called with (x, labels) only, which for a conditional
+network means the null class, and which networks without the argument, such as NCSN, accept).
 """
 from collections.abc import Callable
 
@@ -19,15 +23,21 @@ from torch import nn
 
 from score_sde.sde import SDE, VESDE, VPSDE, ScoreFn, check_time, expand_to, subVPSDE
 
+ModelFn = Callable[..., torch.Tensor]  # (x, labels) or (x, labels, class_labels) -> output
 
-def get_model_fn(model: nn.Module, train: bool = False
-                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The network as a function (x, labels) -> output, run in train or eval mode (set at every call, as
-    the original does, so a train-mode and an eval-mode function can share one network)."""
 
-    def model_fn(x, labels):
+def _call(model_fn, x, labels, class_labels):
+    """model_fn(x, labels), or model_fn(x, labels, class_labels) when there are class labels."""
+    return model_fn(x, labels) if class_labels is None else model_fn(x, labels, class_labels)
+
+
+def get_model_fn(model: nn.Module, train: bool = False) -> ModelFn:
+    """The network as a function (x, labels, class_labels=None) -> output, run in train or eval mode (set
+    at every call, as the original does, so a train-mode and an eval-mode function can share one network)."""
+
+    def model_fn(x, labels, class_labels=None):
         model.train(train)
-        return model(x, labels)
+        return _call(model, x, labels, class_labels)
 
     return model_fn
 
@@ -75,11 +85,13 @@ PRECONDITIONINGS = ("none", "edm")
 
 def get_score_fn(sde: SDE, model: nn.Module, continuous: bool = True, train: bool = False,
                  preconditioning: str = "none", sigma_data: float = 0.5) -> ScoreFn:
-    """The network as a score function score_fn(x [B, ...], t [B]) -> ∇ₓ log p_t(x), like x.
+    """The network as a score function score_fn(x [B, ...], t [B], class_labels=None) -> ∇ₓ log p_t(x), like
+    x (∇ₓ log p_t(x | y) with class_labels y [B] for a class-conditional network).
 
     Args:
         sde: VPSDE, subVPSDE or VESDE; another SDE raises ValueError.
-        model: a network (x, labels) -> tensor like x.
+        model: a network (x, labels) -> tensor like x, or (x, labels, class_labels) for a class-conditional
+            one.
         continuous: the network was trained with continuous time (True) or on the discrete DDPM / SMLD
             noise levels (False).
         train: run the network in train mode (dropout on) rather than eval mode.
@@ -101,9 +113,9 @@ def get_score_fn(sde: SDE, model: nn.Module, continuous: bool = True, train: boo
                          f"{list(PRECONDITIONINGS)}")
     predicts_noise = _predicts_noise(sde)
 
-    def score_fn(x, t):
+    def score_fn(x, t, class_labels=None):
         check_time(x, t, sde.T)
-        output = model_fn(x, noise_labels(sde, t, continuous))
+        output = model_fn(x, noise_labels(sde, t, continuous), class_labels)
         if predicts_noise:
             output = -output / expand_to(noise_std(sde, t, continuous), output)
         return output.to(x.dtype)
@@ -111,23 +123,24 @@ def get_score_fn(sde: SDE, model: nn.Module, continuous: bool = True, train: boo
     return score_fn
 
 
-def edm_score_fn(sde: SDE, model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 sigma_data: float = 0.5) -> ScoreFn:
+def edm_score_fn(sde: SDE, model_fn: ModelFn, sigma_data: float = 0.5) -> ScoreFn:
     """The score of EDM's preconditioned denoiser (Karras et al. 2022, Table 1, eq. 7), for any SDE.
 
     With x = m·(x₀ + σ·z), σ = s/m, the denoiser works on x̂ = x/m: D(x̂; σ) = c_skip·x̂ + c_out·F(c_in·x̂,
     c_noise), with c_skip = σ_d²/(σ² + σ_d²), c_out = σ·σ_d/√(σ² + σ_d²), c_in = 1/√(σ² + σ_d²). Tweedie's
     formula D = (x + s²·score)/m gives the score (m·D − x)/s², so the samplers and the likelihood are
     unchanged. c_noise is the network's own continuous label (999·t for VP and sub-VP, σ for VE) rather than
-    EDM's ln(σ)/4: each family's time embedding then sees the range it was built for.
+    EDM's ln(σ)/4: each family's time embedding then sees the range it was built for. The returned
+    score_fn(x, t, class_labels=None) passes class labels on to model_fn.
     """
-    def score_fn(x, t):
+    def score_fn(x, t, class_labels=None):
         check_time(x, t, sde.T)
         m, s = sde.marginal_coefficients(t)
         sigma = s / m
         total = sigma**2 + sigma_data**2
         x_hat = x / expand_to(m, x)
-        output = model_fn(x_hat * expand_to(total.rsqrt(), x), noise_labels(sde, t, continuous=True))
+        output = _call(model_fn, x_hat * expand_to(total.rsqrt(), x), noise_labels(sde, t, continuous=True),
+                       class_labels)
         denoised = (expand_to(sigma_data**2 / total, x) * x_hat
                     + expand_to(sigma * sigma_data * total.rsqrt(), x) * output)
         return ((expand_to(m, x) * denoised - x) / expand_to(s**2, x)).to(x.dtype)
