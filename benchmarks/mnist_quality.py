@@ -26,8 +26,16 @@ Run:
     .venv/bin/python benchmarks/mnist_quality.py --config vp_mnist_mlp_likelihood \
         --compare vp_mnist_mlp_likelihood --compare-set training.t_sampling=uniform --samplers=  # bits/dim
     .venv/bin/python benchmarks/mnist_quality.py --quick    # 1 minute, 100 samples, N = 100: a smoke run
+    .venv/bin/python benchmarks/mnist_quality.py --config vp_mnist_unet --conditional  # issue 18's proof
+
+With --conditional the network is class-conditional (model.num_classes = 10, training.class_dropout 0.1,
+trained on the labels of the first 5,000 images), and the rows are classifier-free guidance at each weight of
+--weights (default 0, 0.5, 1, 2, 4) with the default fast solver at 20 steps, the samples spread evenly over
+the ten digits (sampling.class_label='all'): beside MNIST-FID, the held-out classifier's accuracy on the
+samples of each digit. A PNG with one row per digit (w = 1) is written by --mode sample.
 Options: --minutes, --samples, --config, --set KNOB=VALUE (repeatable), --compare, --compare-set
-KNOB=VALUE, --samplers (comma-separated rows; empty: no sampling, no curve), --bpd-items (0: none),
+KNOB=VALUE, --samplers (comma-separated rows; empty: no sampling, no curve), --conditional, --weights,
+--bpd-items (0: none),
 --bound-times (draws of t per image for the bound, default 64), --reuse-training (evaluate what a finished
 run of the same configs and budget left in --workdir: train/budget.json, instead of training again),
 --workdir (default runs/bench_mnist), --mnist (default ../shared/data/mnist), --out (default
@@ -58,6 +66,16 @@ from score_sde import train as training  # noqa: E402
 from score_sde.features import MNISTFeatures  # noqa: E402
 
 HELD_OUT = 5000
+
+
+GUIDANCE_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
+
+
+def guided_rows(weights):
+    """(name, overrides) of the --conditional rows: classifier-free guidance at each weight, every digit."""
+    return [(f"cfg_w{w:g}", ["--config.sampling.method=fast", "--config.sampling.solver=adams_pc",
+                             "--config.sampling.steps=20", "--config.sampling.class_label=all",
+                             f"--config.sampling.guidance={w}"]) for w in weights]
 
 
 def samplers(quick):
@@ -224,8 +242,12 @@ def untrained_checkpoint(config_name, settings, path):
 
 def print_row(name, row):
     digits = " ".join(f"{n:3d}" for n in row["predicted_classes"])
+    accuracy = ""
+    if "per_class_accuracy" in row:
+        per_class = " ".join(f"{row['per_class_accuracy'][k]:.2f}" for k in sorted(row["per_class_accuracy"]))
+        accuracy = f"  class accuracy {row['class_accuracy']:.3f} (per digit {per_class})"
     print(f"{name:<22} {row['fid']:>8.2f} {row['kid']:>9.4g} {row['inception_score']:>5.2f} "
-          f"{row['nfe']:>5} {row['seconds']:>7.0f}  {digits}", flush=True)
+          f"{row['nfe']:>5} {row['seconds']:>7.0f}  {digits}{accuracy}", flush=True)
 
 
 def benchmark_config(args, config, settings, work, common, floor):
@@ -236,6 +258,9 @@ def benchmark_config(args, config, settings, work, common, floor):
     label = " ".join([config, *settings])
     chosen = [(name, extra) for name, extra in samplers(args.quick) if name in args.samplers]
     default = samplers(args.quick)[3]  # adams_pc at 20 NFE, our default fast solver
+    if args.conditional:
+        chosen = guided_rows(args.weights)
+        default = next((row for row in chosen if row[0] == "cfg_w1"), chosen[0])
     rows = {}
     if chosen:
         print(f"{'sampler':<22} {'MNIST-FID':>8} {'KID':>9} {'IS':>5} {'NFE':>5} {'seconds':>7}  "
@@ -271,6 +296,12 @@ def benchmark_config(args, config, settings, work, common, floor):
         curve.append(dict(minutes=minutes, steps=steps, fid=final["fid"]))
         print("learning curve (MNIST-FID, " + default[0] + "): " + ", ".join(
             f"{c['minutes']:.1f} min {c['steps']} steps {c['fid']:.1f}" for c in curve), flush=True)
+    if args.conditional:
+        grid = work / "digits"
+        shutil.rmtree(grid, ignore_errors=True)
+        main_py("sample", config, grid, [*common, *default[1], "--config.eval.batch_size=100",
+                                         f"--checkpoint={checkpoint}"])
+        shutil.copy(grid / "samples" / "sample.png", work / "digits.png")  # one row per digit
     bits = {}
     if args.bpd_items:
         bits = held_out_bits_per_dim(config, checkpoint, work / "bpd", common, args.bpd_items,
@@ -315,13 +346,23 @@ def main():
     parser.add_argument("--bpd-items", type=int, default=500)
     parser.add_argument("--bound-times", type=int, default=64, help="draws of t per image for the bound")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--conditional", action="store_true",
+                        help="a class-conditional network, judged by classifier-free guidance at --weights")
+    parser.add_argument("--weights", default=",".join(f"{w:g}" for w in GUIDANCE_WEIGHTS),
+                        help="--conditional: the guidance weights w, comma-separated")
     parser.add_argument("--reuse-training", action="store_true",
                         help="evaluate the models a finished run of the same configs and budget left in "
                              "--workdir instead of training again")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench_mnist")
     parser.add_argument("--mnist", type=Path, default=ROOT.parent / "shared" / "data" / "mnist")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mnist_quality.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default benchmarks/results/mnist_quality[_conditional].json")
     args = parser.parse_args()
+    args.weights = [float(w) for w in args.weights.split(",") if w]
+    suffix = "_conditional" if args.conditional else ""
+    args.out = args.out or ROOT / "benchmarks" / "results" / f"mnist_quality{suffix}.json"
+    if args.conditional:
+        args.settings = ["model.num_classes=10", "training.class_dropout=0.1", *args.settings]
     args.samplers = [name for name in args.samplers.split(",") if name]
     unknown = sorted(set(args.samplers) - {name for name, _ in samplers(False)})
     if unknown:
@@ -358,8 +399,9 @@ def main():
         results[label] = benchmark_config(args, config, settings, work / f"{index}_{config}", common, floor)
     if len(results) > 1:
         print_side_by_side(results)
+    rows = args.samplers if not args.conditional else [name for name, _ in guided_rows(args.weights)]
     meta = dict(date=datetime.date.today().isoformat(), configs=list(results), minutes=args.minutes,
-                samplers=args.samplers, samples=args.samples, bpd_items=args.bpd_items,
+                samplers=rows, samples=args.samples, bpd_items=args.bpd_items,
                 bound_times=args.bound_times, classifier_accuracy=accuracy,
                 cpus=os.cpu_count(), threads=torch.get_num_threads())
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -106,6 +106,14 @@ def _ncsnv2(config):
                    nonlinearity=m.nonlinearity, **_sigmas_args(config))
 
 
+def _noise_classifier(config):
+    """The noise-conditional classifier of classifier guidance (models/classifier.py): width model.nf,
+    model.num_classes outputs, for config.data's points or images (api.classifier_config sets these)."""
+    d = config.data
+    shape = (d.dim,) if d.get("dim") else (num_channels(d), d.image_size, d.image_size)
+    return noise_classifier(shape, _num_classes(config), nf=config.model.nf)
+
+
 MODELS = {
     "ncsn": _ncsn,
     "ncsnv2_64": _ncsnv2,
@@ -114,6 +122,7 @@ MODELS = {
     "ddpm": _ddpm,
     "ncsnpp": _ncsnpp,
     "mlp": _mlp,
+    "noise_classifier": _noise_classifier,
 }
 
 
