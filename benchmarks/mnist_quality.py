@@ -128,17 +128,19 @@ def train_for(config, workdir, overrides, minutes, marks=(1 / 3, 2 / 3)):
     process = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, WANDB_MODE="disabled"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     start, resume_point, points = time.monotonic(), Path(workdir) / "checkpoints-meta" / "checkpoint.pth", []
-    for fraction in (*marks, 1.0):
-        while process.poll() is None and time.monotonic() < start + 60 * minutes * fraction:
-            time.sleep(1)
-        if not resume_point.is_file():
-            raise RuntimeError(f"training wrote no resume point in {minutes * fraction:g} minutes")
-        kept = resume_point.with_name(f"at_{fraction:.2f}.pth")
-        shutil.copy(resume_point, kept)
-        steps = torch.load(kept, map_location="cpu", weights_only=True)["step"]
-        points.append((minutes * fraction, kept, steps))
-    process.send_signal(signal.SIGKILL)  # as a pre-empted job: the resume point on disk is what counts
-    process.wait()
+    try:
+        for fraction in (*marks, 1.0):
+            while process.poll() is None and time.monotonic() < start + 60 * minutes * fraction:
+                time.sleep(1)
+            if not resume_point.is_file():
+                raise RuntimeError(f"training wrote no resume point in {minutes * fraction:g} minutes")
+            kept = resume_point.with_name(f"at_{fraction:.2f}.pth")
+            shutil.copy(resume_point, kept)
+            steps = torch.load(kept, map_location="cpu", weights_only=True)["step"]
+            points.append((minutes * fraction, kept, steps))
+    finally:  # also when the budget ends without a resume point: no training left running
+        process.send_signal(signal.SIGKILL)  # as a pre-empted job: the resume point on disk is what counts
+        process.wait()
     return points
 
 
