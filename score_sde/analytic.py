@@ -11,12 +11,15 @@ posterior and the full-covariance score.
 import math
 from collections.abc import Callable, Sequence
 
+import scipy.integrate
 import torch
 
 from score_sde.sde import SDE
 
 # What the constructor and `condition` accept: a tensor, or nested lists of numbers.
 TensorLike = torch.Tensor | Sequence
+# One value for every coordinate, or one per coordinate ([d]).
+PerCoordinate = float | torch.Tensor
 
 # Eigenvalues at or below this fraction of a matrix's largest count as exact zeros. Rounding leaves about
 # 1e-16·‖Σ‖ where a conditioned covariance has a true zero, and its square root would spread samples 1e-8
@@ -362,3 +365,63 @@ def three_component_mixture() -> GaussianMixture:
         [[1.0, 0.7, -0.4], [0.7, 1.5, -0.2], [-0.4, -0.2, 0.8]],
     ]
     return GaussianMixture(weights=[0.3, 0.35, 0.35], means=means, covs=covs)
+
+
+def guided_gaussian_endpoint(sde: SDE, w: float, cond_mean: PerCoordinate, cond_std: PerCoordinate,
+                             mean: PerCoordinate, std: PerCoordinate, t_end: float
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the classifier-free-guided probability-flow ODE takes the class's exact p_T, per coordinate.
+
+    The conditional is N(μ_c, σ_c²), the unconditional (null-class) data N(μ, σ²); the guided score is
+    (1 + w)·∇log p_t(x | c) − w·∇log p_t(x), and the ODE starts from x_T ~ N(m_T·μ_c, v_c(T)). With
+    r = s²/m² (m, s from `sde.marginal_coefficients`), v_c = m²(σ_c² + r) and v = m²(σ² + r), the flow is
+    affine in x and its end point at t_end is Gaussian (docs/guidance.md derives it):
+
+        std  = √v_c(t_end) · [v_c(t_end)·v(T) / (v_c(T)·v(t_end))]^{w/2}
+        mean = m(t_end)·μ_c + w·(μ_c − μ)·m(t_end)·(σ_c² + r_end)^{(1+w)/2}·(σ² + r_end)^{−w/2}
+                 · ∫_{r_end}^{r_T} ½·(σ_c² + r)^{−(1+w)/2}·(σ² + r)^{w/2 − 1} dr
+
+    The integral, the only one left, is evaluated by adaptive float64 quadrature. At w = 0 this is the
+    conditional's own marginal at t_end; for T → ∞ and t_end → 0 the std tends to σ_c^{1+w}/σ^w.
+
+    Args:
+        sde: a linear SDE (VPSDE, subVPSDE, VESDE). w: the guidance weight, ≥ 0.
+        cond_mean, cond_std, mean, std: μ_c, σ_c, μ, σ per coordinate: floats or 1-D tensors, broadcast.
+        t_end: the time where the flow stops, in [0, T) (a sampler's eps).
+    Returns:
+        (end_mean, end_std): float64 tensors [d] (d = 1 for floats) of the end point's Gaussian.
+    """
+    values = (cond_mean, cond_std, mean, std)
+    cond_mean, cond_std, mean, std = torch.broadcast_tensors(
+        *(torch.as_tensor(v, dtype=torch.float64).reshape(-1).cpu() for v in values))
+    if not w >= 0:
+        raise ValueError(f"the guidance weight w must be >= 0, got {w}")
+    if not 0 <= t_end < sde.T:
+        raise ValueError(f"t_end must lie in [0, {sde.T}), got {t_end}")
+    if not ((cond_std > 0).all() and (std > 0).all()):
+        raise ValueError(f"cond_std and std must be positive, got {cond_std} and {std}")
+    m, s = sde.marginal_coefficients(torch.tensor([t_end, sde.T], dtype=torch.float64))
+    r_end, r_T = ((s / m) ** 2).tolist()
+    a, b = cond_std**2, std**2
+    ratio = (a + r_end) / (a + r_T) * (b + r_T) / (b + r_end)  # v_c(t_end)·v(T) / (v_c(T)·v(t_end))
+    end_std = m[0] * (a + r_end).sqrt() * ratio ** (w / 2)
+    if w == 0:
+        return m[0] * cond_mean, end_std
+    pull = torch.tensor([_offset_integral(w, ai, bi, r_end, r_T) for ai, bi in zip(a.tolist(), b.tolist())],
+                        dtype=torch.float64)
+    gain = (a + r_end) ** ((1 + w) / 2) * (b + r_end) ** (-w / 2)
+    return m[0] * (cond_mean + w * (cond_mean - mean) * gain * pull), end_std
+
+
+def _offset_integral(w, a, b, r_end, r_T):
+    """∫_{r_end}^{r_T} ½·(a + r)^{−(1+w)/2}·(b + r)^{w/2 − 1} dr, in ρ = log(c + r), c = min(a, b): the
+    integrand then varies smoothly over the decades r spans (1e-5 to 1e4)."""
+    c = min(a, b)
+
+    def integrand(rho):
+        r = math.exp(rho) - c
+        return 0.5 * (a + r) ** (-(1 + w) / 2) * (b + r) ** (w / 2 - 1) * math.exp(rho)
+
+    value, _ = scipy.integrate.quad(integrand, math.log(c + r_end), math.log(c + r_T), epsabs=0.0,
+                                    epsrel=1e-12, limit=200)
+    return value
