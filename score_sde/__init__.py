@@ -13,6 +13,7 @@ The names a notebook needs, from one import (docs/api.md):
 from score_sde.analytic import GaussianMixture
 from score_sde.api import ScoreModel, load
 from score_sde.controllable import conditional_sample
+from score_sde.guidance import classifier_free_guidance, classifier_guidance
 from score_sde.likelihood import bits_per_dim, log_likelihood
 from score_sde.models import create_model, get_score_fn
 from score_sde.observations import Colorization, Inpainting, LinearObservation, SuperResolution
@@ -21,4 +22,5 @@ from score_sde.sde import SDE, VESDE, VPSDE, subVPSDE
 
 __all__ = ["SDE", "VESDE", "VPSDE", "subVPSDE", "GaussianMixture", "pc_sample", "ode_sample", "fast_sample",
            "log_likelihood", "bits_per_dim", "create_model", "get_score_fn", "load", "ScoreModel",
-           "conditional_sample", "Inpainting", "Colorization", "SuperResolution", "LinearObservation"]
+           "conditional_sample", "Inpainting", "Colorization", "SuperResolution", "LinearObservation",
+           "classifier_free_guidance", "classifier_guidance"]

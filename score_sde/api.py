@@ -247,16 +247,25 @@ class ScoreModel:
 
     @torch.no_grad()
     def sample(self, n: int, method: str | None = None, generator: torch.Generator | None = None,
-               progress: bool = False, **options: Any) -> torch.Tensor:
+               progress: bool = False, labels: torch.Tensor | None = None, guidance: float = 0.0,
+               **options: Any) -> torch.Tensor:
         """n samples in data space by `method` ('pc', 'ode' or 'fast'; default the config's
         sampling.method). The config's sampling knobs apply when method is the config's own, as in
-        --mode sample; `options` (the sampler's keyword arguments: steps=10, denoise=False, ...) override."""
+        --mode sample; `options` (the sampler's keyword arguments: steps=10, denoise=False, ...) override.
+        With labels [n] (a class-conditional network), samples of those classes by classifier-free guidance
+        of weight `guidance` (docs/guidance.md)."""
         method = method or self.config.sampling.method
         if method not in SAMPLERS:
             raise ValueError(f"unknown method {method!r}; expected one of {sorted(SAMPLERS)}")
         kwargs = sampler_kwargs(self.config) if method == self.config.sampling.method else {}
         kwargs.update(options)
-        x, _ = SAMPLERS[method](self.sde, self.score_fn, self.kind.shape(n), generator=generator,
+        score_fn = self.score_fn
+        if labels is not None:
+            if not self.config.model.get("num_classes", 0):
+                raise ValueError("labels: this network is unconditional (model.num_classes=0); guide it with "
+                                 "guidance.classifier_guidance and a noise-conditional classifier")
+            score_fn = classifier_free_guidance(self.score_fn, labels.to(self.device), guidance)
+        x, _ = SAMPLERS[method](self.sde, score_fn, self.kind.shape(n), generator=generator,
                                 device=self.device, progress=progress, **kwargs)
         return self.to_data_space(x)
 
