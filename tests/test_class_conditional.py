@@ -101,3 +101,48 @@ def test_unconditional_families_refuse_classes():
     config.model.num_classes, config.data.dataset = 10, "CIFAR10"
     with pytest.raises(ConfigError, match="model 'ncsn' is unconditional"):
         check_values(config, "train")
+
+
+class ExactClassifier(torch.nn.Module):
+    """The mixture's exact noisy classifier log p_t(k | x) as a network (x, t) -> logits, evaluated at
+    time_scale·t (1: exact)."""
+
+    def __init__(self, mixture, sde, time_scale=1.0):
+        super().__init__()
+        self.log_prob_fn, self.time_scale = mixture.classifier_log_prob_fn(sde), time_scale
+
+    def forward(self, x, t):
+        return self.log_prob_fn(x, t * self.time_scale)
+
+
+@pytest.mark.parametrize("sde_name", ["vpsde", "vesde"])
+def test_the_classifier_loss_is_minimised_by_the_exact_noisy_classifier(sde_name):
+    """The loss perturbs the data with the SDE's kernel: the exact p_t(k | x) scores lower than the same
+    classifier read at the wrong time, on the same draws."""
+    from score_sde.analytic import GaussianMixture
+    from score_sde.noise_classifier import make_classifier_loss
+    from score_sde.train import TrainState
+
+    config = configs.load_config("vp_toy" if sde_name == "vpsde" else "ve_toy")
+    sde = api.sde_from_config(config)
+    mixture = GaussianMixture([0.5, 0.3, 0.2], [[-2.0, 0.0], [0.0, 2.0], [2.0, -1.0]], [1.0, 0.7, 1.3])
+    gen = torch.Generator().manual_seed(0)
+    x = mixture.sample(20000, gen)
+    labels = mixture.responsibilities(x).multinomial(1, generator=gen).squeeze(1)  # drawn from p(k | x)
+    loss_fn = make_classifier_loss(sde, train=False)
+    losses = {}
+    for scale in (1.0, 0.5, 2.0):
+        state = TrainState(ExactClassifier(mixture, sde, scale), None, None)
+        losses[scale] = loss_fn(state, x, torch.Generator().manual_seed(1), labels).item()
+    assert losses[1.0] < losses[0.5] and losses[1.0] < losses[2.0]
+    with pytest.raises(ValueError, match="labelled batches"):
+        loss_fn(TrainState(ExactClassifier(mixture, sde), None, None), x, None)
+
+
+def test_rows_by_class_puts_one_class_to_a_row():
+    import run_lib
+
+    images = torch.arange(5.0).reshape(5, 1, 1, 1)
+    grid, per_row = run_lib.rows_by_class(images, torch.tensor([2, 0, 2, 2, 0]))
+    assert per_row == 3
+    assert grid.flatten().tolist() == [1.0, 4.0, 0.0, 0.0, 2.0, 3.0]

@@ -36,7 +36,8 @@ def test_guidance_of_an_unconditional_network_is_refused_before_sampling(tmp_pat
     result = run("sample", tmp_path, "--config.sampling.class_label=1", "--config.sampling.guidance=1.0",
                  check=False)
     assert result.returncode != 0
-    assert "sampling.guidance=1.0: classifier-free guidance needs a class-conditional network" in result.stderr
+    needs = "sampling.guidance=1.0: classifier-free guidance needs a class-conditional network"
+    assert needs in result.stderr
 
 
 def test_the_classifier_trains_resumes_and_guides_an_unconditional_network(tmp_path):
@@ -58,8 +59,8 @@ def test_the_classifier_trains_resumes_and_guides_an_unconditional_network(tmp_p
     saved = np.load(tmp_path / "samples" / "samples.npz")
     assert saved["labels"].tolist() == [0] * 8 and np.isfinite(saved["samples"]).all()
     # a classifier trained for another SDE is refused before sampling, naming the knob
-    other = run("sample", tmp_path, "--config.sampling.class_label=0", f"--config.sampling.classifier={folder}",
-                "--config.model.beta_max=10.0", check=False)
+    other = run("sample", tmp_path, "--config.sampling.class_label=0",
+                f"--config.sampling.classifier={folder}", "--config.model.beta_max=10.0", check=False)
     assert other.returncode != 0
     assert "trained with model.beta_max=20.0, the model samples with 10.0" in other.stderr
 
