@@ -146,3 +146,15 @@ def test_rows_by_class_puts_one_class_to_a_row():
     grid, per_row = run_lib.rows_by_class(images, torch.tensor([2, 0, 2, 2, 0]))
     assert per_row == 3
     assert grid.flatten().tolist() == [1.0, 4.0, 0.0, 0.0, 2.0, 3.0]
+
+
+def test_mnist_batches_carry_the_idx_labels():
+    from score_sde.data.idx import read_idx
+    from tests.shared import require_mnist
+
+    folder = require_mnist()
+    x, y = next(data.batches("MNIST", "test", 100, torch.Generator().manual_seed(0), root=folder,
+                             image_size=28, num_channels=1, labels=True))
+    expected = read_idx(folder / "t10k-labels-idx1-ubyte.gz")[:100].long()
+    assert torch.equal(y, expected)  # the test split in order
+    assert x.shape == (100, 1, 28, 28)
