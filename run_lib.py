@@ -87,7 +87,7 @@ def loss_kwargs(config, train):
 def labelled(config):
     """Whether training and its losses see the data's class labels: a class-conditional network, or the
     noise-conditional classifier (whose classifier_config sets model.num_classes too)."""
-    return config.model.get("num_classes", 0) > 0
+    return config.get("model", {}).get("num_classes", 0) > 0  # a data-only config has no model section
 
 
 def dataset_options(config, split):

@@ -79,6 +79,14 @@ def test_uniform_dequantization_spreads_each_level_over_its_bin():
     torch.testing.assert_close(data.uniform_dequantize(levels / 255.0, gen(1)), y)
 
 
+def test_uniform_dequantization_never_reaches_the_next_bin_in_float32():
+    """In float32, 255 + u rounds to 256 for u within 2⁻¹⁷ of 1: about 30 of these 4M pixels would land on
+    the next bin's edge (1.0) without the guard."""
+    top = torch.ones(4_000_000)
+    y = data.uniform_dequantize(top, gen(2))
+    assert y.max() < 1 and torch.all(torch.floor(y * 256) == 255)
+
+
 # Toys.
 
 
@@ -301,8 +309,6 @@ def test_batches_are_deterministic_given_the_generator_seed():
 def test_flip_only_in_training_and_dequantization_in_both():
     knobs = options(random_flip=True, uniform_dequantization=True)
     images = synthetic_images("test")
-    # seeded: float32 rounds v + U up to v + 1 for U within 2⁻¹⁶ of 1, rarely but not never (an unseeded
-    # run failed about one time in three), which puts a value on the next bin's edge
     test = torch.cat(list(data.batches(**knobs, split="test", generator=gen(0), epochs=1)))
     assert torch.equal(torch.floor(test * 256), torch.round(images * 255))  # dequantized, never mirrored
     knobs["uniform_dequantization"] = False

@@ -49,7 +49,10 @@ def uniform_dequantize(x: torch.Tensor, generator: torch.Generator | None = None
     """
     shape = (shard.global_size(x.shape[0]), *x.shape[1:])
     u = shard.of(torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype))
-    return (x * 255.0 + u) / 256.0
+    k = torch.round(x * 255.0)
+    # k + u rounds up to k + 1 when u is within an ulp of 1 (float32: about one pixel in 2¹⁶), which would
+    # put the pixel on the next bin's edge: keep it below. Dividing by 256 is exact.
+    return torch.minimum(k + u, torch.nextafter(k + 1, k)) / 256.0
 
 
 def augment(x: torch.Tensor, generator: torch.Generator | None, flip: bool, dequantize: bool,
