@@ -914,7 +914,8 @@ def prepare_evaluation(config, workdir):
     dry_run_sampler(config, sde, state.model, _rank_labels(config, 2), sampling_classifier(config, sde)[1])
     if not data_kind(config).judged_by_features:
         return None
-    return feature_network(config), evaluation.load_statistics(stats_path(config, workdir))
+    with preflight.knobs("config.eval"):
+        return feature_network(config), evaluation.load_statistics(stats_path(config, workdir))
 
 
 def checkpoints_to_evaluate(config, workdir, checkpoint=None):
@@ -1114,7 +1115,9 @@ def stats(config, workdir, checkpoint=None):
     with preflight.knobs("config.data"):
         dataset = data.image_dataset(**dataset_options(config, config.eval.stats_split))
     batches = data.plain_batches(dataset, config.eval.batch_size)
-    result = evaluation.dataset_statistics((data_to_uint8(b) for b in batches), feature_network(config),
+    with preflight.knobs("config.eval"):
+        features = feature_network(config)
+    result = evaluation.dataset_statistics((data_to_uint8(b) for b in batches), features,
                                            keep_features=config.eval.stats_features)
     save_npz_atomic(path, **result)
     print(f"statistics of {int(result['count'])} {config.data.dataset} {config.eval.stats_split} images "

@@ -86,8 +86,8 @@ def load_statistics(path: Path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no reference statistics at {path}: compute them with `python main.py "
-                                "--mode stats --config ... --workdir ...` (same config), or set "
-                                "--config.eval.stats")
+                                "--mode stats --config ... --workdir ...` (same config), or point `stats` "
+                                "at a statistics file")
     with np.load(path) as saved:
         missing = {"mu", "sigma"} - set(saved.files)
         if missing:

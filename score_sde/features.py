@@ -47,8 +47,8 @@ def inception_weights(path: str | os.PathLike = DEFAULT_INCEPTION_PATH, download
         if not download:
             raise FileNotFoundError(
                 f"the FID Inception weights are not at {path}. Download {INCEPTION_URL} to that path, "
-                "set --config.eval.inception_weights to where you keep them, or pass "
-                "--config.eval.download=True (needs network access)")
+                "point `inception_weights` to where you keep them, or pass download=True (needs network "
+                "access)")
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(INCEPTION_URL, str(path), hash_prefix=INCEPTION_SHA256_PREFIX)
     digest = sha256_of(path)

@@ -37,7 +37,7 @@ def test_inception_gives_2048_pool_features_and_1008_probabilities_for_any_size(
 def test_missing_inception_weights_name_the_file_the_url_and_the_download_flag(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         features.inception_weights(tmp_path / "inception.pth")
-    for text in ("inception.pth", features.INCEPTION_URL, "--config.eval.download=True"):
+    for text in ("inception.pth", features.INCEPTION_URL, "download=True"):
         assert text in str(info.value)
 
 

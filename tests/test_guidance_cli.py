@@ -89,8 +89,9 @@ def test_load_samples_a_class_conditional_network_by_class(conditional_run):
 
 def test_eval_reports_the_accuracy_of_each_requested_class(conditional_run):
     run("eval", conditional_run, *CONDITIONAL, "--config.sampling.class_label=all",
-        "--config.sampling.guidance=2.0", "--config.eval.enable_sampling=True", "--config.eval.enable_loss=True",
-        "--config.eval.num_samples=200", "--config.eval.begin_ckpt=1", "--config.eval.end_ckpt=1")
+        "--config.sampling.guidance=2.0", "--config.eval.enable_sampling=True",
+        "--config.eval.enable_loss=True", "--config.eval.num_samples=200", "--config.eval.begin_ckpt=1",
+        "--config.eval.end_ckpt=1")
     results = json.loads((conditional_run / "eval" / "results.json").read_text())["checkpoint_1"]
     samples = results["samples"]
     assert set(samples["per_class_accuracy"]) == {"0", "1"}
