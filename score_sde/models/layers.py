@@ -109,15 +109,14 @@ def class_embedding(num_classes: int, dim: int) -> nn.Embedding | None:
     """The class embedding of a class-conditional network: num_classes + 1 vectors of size dim, the last
     (index num_classes) the null class of the unconditional score; None when num_classes is 0.
 
-    Zero-initialised, so the conditional network starts as the unconditional one, for every class alike.
+    Initialised N(0, 1), nn.Embedding's default, as ADM's class embedding, so that the classes differ from
+    the first step (docs/guidance.md compares it with a zero start on MNIST).
     """
     if num_classes < 0:
         raise ValueError(f"num_classes must be 0 (unconditional) or positive, got {num_classes}")
     if num_classes == 0:
         return None
-    embedding = nn.Embedding(num_classes + 1, dim)
-    nn.init.zeros_(embedding.weight)  # zero: the conditional network starts as the unconditional one
-    return embedding
+    return nn.Embedding(num_classes + 1, dim)
 
 
 def add_class_embedding(temb: torch.Tensor | None, embedding: nn.Embedding | None,
