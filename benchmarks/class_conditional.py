@@ -17,7 +17,8 @@ N = 1,000), on one seed:
 
 Run:
     .venv/bin/python benchmarks/class_conditional.py           # about 8 minutes on 2 cores
-    .venv/bin/python benchmarks/class_conditional.py --quick   # about 2 minutes
+    .venv/bin/python benchmarks/class_conditional.py --quick   # a smoke run, 2 minutes: 1,500 steps and 500
+                                                               # samples, too few for the targets
 Options: --steps, --samples (default 2000), --workdir (default runs/bench_class_conditional), --out (default
 benchmarks/results/class_conditional[_quick].json).
 """
@@ -127,6 +128,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(1)
     steps = 1500 if args.quick else args.steps
+    args.samples = 500 if args.quick else args.samples
     suffix = "_quick" if args.quick else ""
     out = args.out or ROOT / "benchmarks" / "results" / f"class_conditional{suffix}.json"
     shutil.rmtree(args.workdir, ignore_errors=True)
