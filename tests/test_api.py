@@ -20,7 +20,7 @@ def test_top_level_names_are_the_documented_ones():
     expected = {"SDE", "VPSDE", "subVPSDE", "VESDE", "GaussianMixture", "pc_sample", "ode_sample",
                 "fast_sample", "log_likelihood", "bits_per_dim", "create_model", "get_score_fn", "load",
                 "ScoreModel", "conditional_sample", "Inpainting", "Colorization", "SuperResolution",
-                "LinearObservation"}
+                "LinearObservation", "classifier_guidance", "classifier_free_guidance"}
     assert set(score_sde.__all__) == expected and all(callable(getattr(score_sde, n)) for n in expected)
     assert (Path(score_sde.__file__).parent / "py.typed").is_file()
 

@@ -73,7 +73,11 @@ OURS = {"data.root", "data.download", "data.num_workers", "eval.bpd_num_items", 
         "model.sigma_data", "eval.enable_bound", "eval.bound_num_times",
         # --mode inpaint / colorize / superres (docs/controllable.md)
         "sampling.inputs", "sampling.num_inputs", "sampling.mask", "sampling.superres_factor",
-        "sampling.sigma_y", "sampling.conditional_method", "sampling.particles", "sampling.smc_steps"}
+        "sampling.sigma_y", "sampling.conditional_method", "sampling.particles", "sampling.smc_steps",
+        # class-conditional generation (docs/guidance.md)
+        "model.num_classes", "training.class_dropout", "sampling.class_label", "sampling.guidance",
+        "sampling.classifier", "sampling.classifier_scale", "classifier.nf", "classifier.n_iters",
+        "classifier.batch_size", "classifier.lr", "classifier.ema_rate"}
 EXTRA = {
     # The original's FFHQ-1024 file is standalone and omits these; ours inherits them from the CelebA-HQ
     # config (the beta knobs serve VP SDEs only, the eval ones are the original's LSUN defaults).
