@@ -83,6 +83,7 @@ def replot(results_path: str | os.PathLike, png_path: str | os.PathLike,
 def image_grid_png(path: str | os.PathLike, images: torch.Tensor, nrow: int | None = None) -> None:
     """A grid of images [B, C, H, W] with values in [0, 1], nrow to a row (default: square-ish)."""
     nrow = nrow or max(1, int(len(images) ** 0.5))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     torchvision.utils.save_image(images.detach().cpu().float().clamp(0, 1), path, nrow=nrow, padding=2)
 
 
