@@ -13,11 +13,9 @@ from score_sde.features import MNISTFeatures, data_to_uint8
 from score_sde.mnist_classifier import MNISTClassifier
 
 
-@pytest.fixture()
-def tiny_image_run(tmp_path, monkeypatch):
-    """A 4-step tiny DDPM++ on synthetic 28×28 grey images, a random MNIST classifier as the feature
-    network and reference statistics with features: (config, workdir)."""
-    monkeypatch.setenv("WANDB_MODE", "disabled")
+def tiny_image_config(tmp_path):
+    """A tiny DDPM++ on synthetic 28×28 grey images judged by a random MNIST classifier (its file in
+    tmp_path): 4 steps, fast sampling in 4 steps."""
     torch.manual_seed(0)
     classifier = tmp_path / "classifier.pth"
     torch.save(MNISTClassifier().state_dict(), classifier)
@@ -29,8 +27,16 @@ def tiny_image_run(tmp_path, monkeypatch):
     t.snapshot_sampling = False
     e.batch_size, e.num_samples, e.begin_ckpt, e.end_ckpt = 4, 8, 2, 2
     e.enable_loss, e.enable_sampling, e.stats_features = False, True, True
-    e.mnist_classifier = str(classifier)
+    e.mnist_classifier, e.features = str(classifier), "mnist"
     config.sampling.method, config.sampling.steps = "fast", 4
+    return config
+
+
+@pytest.fixture()
+def tiny_image_run(tmp_path, monkeypatch):
+    """tiny_image_config trained, and reference statistics with features: (config, workdir)."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    config = tiny_image_config(tmp_path)
     workdir = tmp_path / "run"
     run_lib.train(config, workdir)
     run_lib.stats(config, workdir)
@@ -101,20 +107,11 @@ def test_class_conditional_images_sample_one_class_to_a_row_and_eval_judges_each
     from PIL import Image
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    torch.manual_seed(0)
-    classifier = tmp_path / "classifier.pth"
-    torch.save(MNISTClassifier().state_dict(), classifier)
-    config = configs.load_config("vp_mnist_ddpmpp_continuous")
-    config.data.dataset = "synthetic"
-    m, t, e = config.model, config.training, config.eval
-    m.nf, m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.num_scales = 8, (1, 2), 1, (14,), 10
-    m.num_classes = 10
-    t.batch_size, t.n_iters, t.snapshot_freq, t.snapshot_freq_for_preemption = 4, 2, 2, 2
-    t.snapshot_sampling = False
-    e.batch_size, e.num_samples, e.begin_ckpt, e.end_ckpt = 6, 6, 1, 1
-    e.enable_loss, e.enable_sampling, e.mnist_classifier, e.features = True, True, str(classifier), "mnist"
-    config.sampling.method, config.sampling.steps = "fast", 2
-    config.sampling.class_label, config.sampling.guidance = "3,7", 1.0
+    config = tiny_image_config(tmp_path)
+    config.model.num_classes, config.training.n_iters = 10, 2
+    e = config.eval
+    e.batch_size, e.num_samples, e.begin_ckpt, e.end_ckpt, e.enable_loss = 6, 6, 1, 1, True
+    config.sampling.steps, config.sampling.class_label, config.sampling.guidance = 2, "3,7", 1.0
     workdir = tmp_path / "run"
     run_lib.train(config, workdir)
     run_lib.sample(config, workdir)
