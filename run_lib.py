@@ -46,7 +46,6 @@ from score_sde.controllable import conditional_sample
 from score_sde.features import InceptionFeatures, MNISTFeatures, data_to_uint8, inception_weights
 from score_sde.files import atomic_write, exclusive_lock, save_npz_atomic, write_json_atomic
 from score_sde.likelihood import drift_and_divergence, log_likelihood
-from score_sde.noise_classifier import make_classifier_loss
 from score_sde.observations import MASKS, Colorization, Inpainting, SuperResolution
 from score_sde.plots import image_grid_png
 from score_sde.sampling import probability_flow_drift
@@ -359,8 +358,8 @@ def train_classifier(config, workdir, allow_config_change=False):
     shard = distributed.shard()
     with preflight.knobs("config.classifier"):
         state = build_state(classifier_settings, parallel=True)
-    loss_fn = make_classifier_loss(sde, train=True, shard=shard)
-    eval_loss_fn = make_classifier_loss(sde, train=False, shard=shard)
+    loss_fn = noise_classifier.make_classifier_loss(sde, train=True, shard=shard)
+    eval_loss_fn = noise_classifier.make_classifier_loss(sde, train=False, shard=shard)
     with preflight.knobs("config.classifier"):
         check_loss(classifier_settings, state, eval_loss_fn)
     check_data(classifier_settings, ("train", "test"))
@@ -615,7 +614,7 @@ def _rank_labels(config, num):
 def snapshot_labels(config, num):
     """The classes of training's snapshot samples: sampling.class_label's for a class-conditional network
     (with sampling.guidance), else none: the classifier of classifier guidance is trained after."""
-    return _rank_labels(config, num) if config.model.num_classes else None
+    return _rank_labels(config, num) if labelled(config) else None
 
 
 def sampling_classifier(config, sde):
@@ -624,7 +623,7 @@ def sampling_classifier(config, sde):
     if not config.sampling.classifier:
         return None, None
     with preflight.knobs("config.sampling.classifier"):
-        network, classifier_fn = load_classifier(config.sampling.classifier, config, device())
+        _, classifier_fn = load_classifier(config.sampling.classifier, config, device())
         x = torch.zeros(sample_shape(config, 1), device=device())
         classifier_fn(x, torch.full((1,), 0.5, device=device()))
     return Path(config.sampling.classifier), classifier_fn
@@ -1051,14 +1050,13 @@ def class_accuracy(config, rounds):
     judge's classifier for images (eval.features 'mnist'; the Inception's ImageNet classes are not the
     data's, so none is reported for it), by the exact mixture's most responsible component for the
     'gaussian_mixture' toy."""
-    labels = torch.from_numpy(rounds["labels"])
-    if config.data.dataset == "gaussian_mixture":
-        mixture = data.toy_distribution("gaussian_mixture", config.data.get("dim", 2))
-        predicted = mixture.responsibilities(torch.from_numpy(rounds["samples"]).double()).argmax(1)
-    elif config.eval.features == "mnist":
-        predicted = torch.from_numpy(rounds["probabilities"]).argmax(1)
-    else:
+    kind = data_kind(config)
+    if kind.judged_by_features and config.eval.features != "mnist":
         return {}
+    predicted = kind.predicted_classes(rounds)
+    if predicted is None:
+        return {}
+    labels = torch.from_numpy(rounds["labels"])
     per_class = {str(int(k)): float((predicted[labels == k] == k).double().mean()) for k in labels.unique()}
     return dict(class_accuracy=float((predicted == labels).double().mean()), per_class_accuracy=per_class)
 

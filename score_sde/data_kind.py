@@ -85,6 +85,13 @@ class ToyPoints:
                        ) -> dict[str, float]:
         return self.quality(torch.from_numpy(rounds["samples"]), seed)
 
+    def predicted_classes(self, rounds: dict[str, np.ndarray]) -> torch.Tensor | None:
+        """Each sample's class by the exact density's most responsible component; None without one."""
+        exact = self.density()
+        if exact is None:
+            return None
+        return exact.responsibilities(torch.from_numpy(rounds["samples"]).double()).argmax(1)
+
 
 @dataclass(frozen=True)
 class Images:
@@ -142,3 +149,7 @@ class Images:
 
     def rounds_quality(self, rounds: dict[str, np.ndarray], judge: Judge, seed: int) -> dict[str, float]:
         return sample_quality(rounds["features"], rounds["probabilities"], judge[1])
+
+    def predicted_classes(self, rounds: dict[str, np.ndarray]) -> torch.Tensor:
+        """Each sample's class by the judge's classifier (meaningful when it knows the data's classes)."""
+        return torch.from_numpy(rounds["probabilities"]).argmax(1)

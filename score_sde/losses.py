@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from score_sde.distributed import ONE_PROCESS
+from score_sde.distributed import ONE_PROCESS, Shard
 from score_sde.registry import lookup
 from score_sde.sde import SDE, VESDE, VPSDE, ScoreFn, expand_to
 from score_sde.time_sampling import BinnedTime, lognormal_time, time_density
@@ -20,7 +20,8 @@ from score_sde.time_sampling import BinnedTime, lognormal_time, time_density
 WEIGHTINGS = ("score_matching", "likelihood", "edm")
 
 
-def _global_noise(batch, generator, shard):
+def global_noise(batch: torch.Tensor, generator: torch.Generator | None = None, shard: Shard = ONE_PROCESS
+                 ) -> torch.Tensor:
     """Standard normal noise for the global batch of which `batch` is this rank's shard; the shard's part."""
     shape = (shard.global_size(batch.shape[0]), *batch.shape[1:])
     return shard.of(torch.randn(shape, generator=generator, device=batch.device, dtype=batch.dtype))
@@ -139,7 +140,7 @@ def get_loss_fn(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
             score_fn = with_classes(score_fn, class_labels)
             n = shard.global_size(batch.shape[0])
             t = shard.of(density.sample(n, generator, batch.device, batch.dtype))
-            z = _global_noise(batch, generator, shard)
+            z = global_noise(batch, generator, shard)
             if original:
                 return dsm_losses(sde, score_fn, batch, t, z, reduce_mean, weighting == "likelihood").mean()
             weight = loss_weight(sde, t, weighting, eps, sigma_data, edm_density) / ((sde.T - eps) *
@@ -164,7 +165,7 @@ def get_loss_fn(sde: SDE, continuous: bool = True, reduce_mean: bool = False,
         model_fn = with_classes(model_fn, class_labels)
         n = shard.global_size(batch.shape[0])
         labels = shard.of(torch.randint(0, sde.N, (n,), generator=generator, device=batch.device))
-        z = _global_noise(batch, generator, shard)
+        z = global_noise(batch, generator, shard)
         return discrete_losses(sde, model_fn, batch, labels, z, reduce_mean).mean()
 
     return loss_fn

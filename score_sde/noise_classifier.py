@@ -14,7 +14,9 @@ from torch import nn
 
 from score_sde.distributed import ONE_PROCESS, Shard
 from score_sde.guidance import ClassifierFn
+from score_sde.losses import global_noise
 from score_sde.sde import SDE, expand_to
+from score_sde.time_sampling import UniformTime
 
 
 def make_classifier_loss(sde: SDE, eps: float | None = None, train: bool = True, shard: Shard = ONE_PROCESS
@@ -28,18 +30,15 @@ def make_classifier_loss(sde: SDE, eps: float | None = None, train: bool = True,
         train: run the network in train mode, through state.ddp when there is one.
         shard: this process's share of the global batch: times and noise are drawn for the global batch.
     """
-    eps = sde.likelihood_eps if eps is None else eps
+    times = UniformTime(sde, sde.likelihood_eps if eps is None else eps)
 
     def loss_fn(state, batch, generator=None, class_labels=None):
         if class_labels is None:
             raise ValueError("the noise-conditional classifier trains on labelled batches (class_labels)")
         network = state.ddp if train and state.ddp is not None else state.model
         network.train(train)
-        n = shard.global_size(batch.shape[0])
-        t = shard.of(torch.rand(n, generator=generator, device=batch.device, dtype=batch.dtype))
-        t = eps + (sde.T - eps) * t
-        z = shard.of(torch.randn((n, *batch.shape[1:]), generator=generator, device=batch.device,
-                                 dtype=batch.dtype))
+        t = shard.of(times.sample(shard.global_size(batch.shape[0]), generator, batch.device, batch.dtype))
+        z = global_noise(batch, generator, shard)  # times and noise drawn as the score losses draw them
         mean, std = sde.marginal_prob(batch, t)
         logits = network(mean + expand_to(std, batch) * z, t)
         return F.cross_entropy(logits.float(), class_labels)
