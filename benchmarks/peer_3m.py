@@ -19,6 +19,7 @@ k-diffusion's grid is σ = e^{−λ} of our grid, ending at σ(eps) (no final ze
 its state is x/m, its denoiser D(x/m, σ) = x̂₀(m·(x/m), t(σ)) with t(σ) the grid time of that σ.
 
 Run: .venv/bin/python benchmarks/peer_3m.py [--samples 256] [--seed 0]   (seconds; needs the `peers` extra)
+     --quick is accepted for uniformity with the other benchmarks: the full run already takes seconds.
 """
 import argparse
 import datetime
@@ -222,6 +223,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="the same run: it already takes seconds")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sampling = import_k_diffusion_sampling()
