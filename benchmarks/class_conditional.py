@@ -149,7 +149,7 @@ def main():
     mixture = data.toy_distribution("gaussian_mixture")
     rows = evaluate(conditional, unconditional, classifier_fn, mixture, args.samples)
     print_rows(rows)
-    result = verdict(rows)
+    result = verdict(rows) + (" (--quick: a smoke run, too short for the targets)" if args.quick else "")
     print(f"{result}: w = 0 in component ≥ {IN_COMPONENT}; w = 1 against the exact guided sampler: mean "
           f"within {MEAN_TOLERANCE}, std within {STD_TOLERANCE:.0%}")
     meta = dict(date=datetime.date.today().isoformat(), steps=steps, samples=args.samples,
