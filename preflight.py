@@ -22,6 +22,7 @@ from score_sde.models.score_fn import PRECONDITIONINGS
 from score_sde.observations import MASKS
 from score_sde.sampling.correctors import CORRECTORS
 from score_sde.sampling.predictors import PREDICTORS
+from score_sde.sampling.fast import AUTO
 from score_sde.sampling.schedules import SCHEDULES
 from score_sde.sampling.solvers import SOLVERS
 from score_sde.sde import SDES
@@ -257,8 +258,8 @@ def check_sampling(config) -> None:
         require(_is_number(s.snr) and s.snr > 0, "sampling.snr", s.snr, "must be a finite number > 0")
         require_count(config, "sampling.n_steps_each", minimum=0)
     elif s.method == "fast":
-        require_name(config, "sampling.solver", SOLVERS)
-        require_name(config, "sampling.schedule", SCHEDULES)
+        require_name(config, "sampling.solver", [AUTO, *SOLVERS])
+        require_name(config, "sampling.schedule", [AUTO, *SCHEDULES])
         require_count(config, "sampling.steps")
 
 

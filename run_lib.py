@@ -49,6 +49,7 @@ from score_sde.likelihood import drift_and_divergence, log_likelihood
 from score_sde.observations import MASKS, Colorization, Inpainting, SuperResolution
 from score_sde.plots import image_grid_png
 from score_sde.sampling import probability_flow_drift
+from score_sde.sampling.fast import resolve_settings
 
 # ---- config -> objects ----
 
@@ -652,7 +653,17 @@ def sampler_settings(config, sde):
     return dict(sde=name, num_scales=m.num_scales, continuous=config.training.continuous,
                 **{knob: m[knob] for knob in knobs}, preconditioning=o["preconditioning"],
                 sigma_data=o["sigma_data"], method=config.sampling.method, eps=sde.sampling_eps,
-                seed=config.seed, **sampler_kwargs(config), **classes)
+                seed=config.seed, **resolved_sampler_kwargs(config, sde), **classes)
+
+
+def resolved_sampler_kwargs(config, sde):
+    """sampler_kwargs with a fast sampler's "auto" solver and schedule resolved: records name what ran."""
+    kwargs = sampler_kwargs(config)
+    if config.sampling.method == "fast":
+        solver, schedule, options = resolve_settings(sde, kwargs["steps"], kwargs.pop("solver"),
+                                                     kwargs.pop("schedule"), {})
+        kwargs.update(solver=solver, schedule=schedule, **options)
+    return kwargs
 
 
 # ---- conditional sampling: inpainting, colorization, super-resolution (docs/controllable.md) ----

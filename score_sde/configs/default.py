@@ -42,11 +42,11 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.probability_flow = False
     sampling.snr = 0.16
     sampling.method = "pc"  # 'pc', 'ode', or our 'fast' (sampling/fast.py, docs/fast_sampling.md)
-    # Ours, for method 'fast': the solver, its number of steps and the time grid; eta for 'ddim', churn for
-    # 'heun_churn'.
-    sampling.solver = "adams_pc"
+    # Ours, for method 'fast': the solver, its number of steps and the time grid ('auto': the recommended ones
+    # for the SDE and steps, sampling/fast.py RECOMMENDED); eta for 'ddim', churn for 'heun_churn'.
+    sampling.solver = "auto"
     sampling.steps = 20
-    sampling.schedule = "logsnr"
+    sampling.schedule = "auto"
     sampling.eta = 1.0
     sampling.churn = 5.0
     # Ours: a torch.compile mode for one PC step ('reduce-overhead': CUDA graphs on a GPU; unset: eager).

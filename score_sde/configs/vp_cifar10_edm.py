@@ -16,7 +16,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.sigma_data = 0.5  # centred data in [−1, 1], as EDM's CIFAR-10
     sampling = config.sampling
     sampling.method = "fast"
-    sampling.solver = "adams_pc"
     sampling.steps = 20
     sampling.noise_removal = True
     return config

@@ -49,6 +49,5 @@ def get_config() -> ml_collections.ConfigDict:
 
     sampling = config.sampling
     sampling.method = "fast"
-    sampling.solver = "adams_pc"
     sampling.steps = 20
     return config

@@ -8,15 +8,31 @@ from score_sde.registry import lookup
 from score_sde.sampling.callbacks import StepCallback
 from score_sde.sampling.schedules import time_grid
 from score_sde.sampling.solvers import SOLVERS, Denoiser, Grid
-from score_sde.sde import SDE, ScoreFn
+from score_sde.sde import SDE, VESDE, VPSDE, ScoreFn, subVPSDE
 
-DEFAULT_SOLVER = "adams_pc"
-DEFAULT_SCHEDULE = "logsnr"
+AUTO = "auto"  # solver or schedule: the recommended one for the SDE and steps
+
+# The default solver, grid and solver options per SDE and number of steps, chosen on the tune half of
+# benchmarks/sampler_suite.py (docs/fast_sampling.md §4): per SDE class, [(fewest steps, settings)], the
+# last entry whose threshold `steps` reaches applies. Any other SDE gets the VP row.
+RECOMMENDED = {
+    VPSDE: [(1, ("adams_pc", "logsnr", {}))],
+    subVPSDE: [(1, ("adams_pc", "logsnr", {}))],
+    VESDE: [(1, ("adams_pc", "logsnr", {}))],
+}
+
+
+def recommended_settings(sde: SDE, steps: int) -> tuple[str, str, dict]:
+    """(solver, schedule, solver options) that fast_sample uses for this SDE and steps when not told."""
+    table = RECOMMENDED.get(type(sde), RECOMMENDED[VPSDE])
+    settings = [entry for threshold, entry in table if steps >= threshold] or [table[0][1]]
+    solver, schedule, options = settings[-1]
+    return solver, schedule, dict(options)
 
 
 @torch.no_grad()  # a score function that needs gradients opens its own enable_grad
-def fast_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], solver: str = DEFAULT_SOLVER,
-                steps: int = 20, schedule: str = DEFAULT_SCHEDULE, eps: float | None = None,
+def fast_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], solver: str = AUTO,
+                steps: int = 20, schedule: str = AUTO, eps: float | None = None,
                 z: torch.Tensor | None = None, denoise: bool = False,
                 generator: torch.Generator | None = None, device: torch.device | str | None = None,
                 dtype: torch.dtype = torch.float32, progress: bool = False,
@@ -28,10 +44,11 @@ def fast_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], solver: str =
             (x [B, ...], t [B]) -> like x.
         shape: [B, ...] of the samples.
         solver: a name in solvers.SOLVERS; solver_options go to its class (eta for "ddim", churn and
-            s_noise for "heun_churn", order for "adams_pc").
+            s_noise for "heun_churn", order for "adams_pc"). "auto": recommended_settings(sde, steps), whose
+            options apply unless solver_options are given.
         steps: solver steps. Most solvers evaluate the score once a step; "heun" and "heun_churn" twice.
         schedule: a name in schedules.SCHEDULES: "logsnr" (equal steps in λ), "uniform" (in t), "karras"
-            (EDM's ρ = 7) or "quadratic".
+            (EDM's ρ = 7) or "quadratic". "auto": the recommended grid for the SDE and steps.
         eps: the last time of the grid (default: sde.sampling_eps, 1e-3 for VP and sub-VP, 1e-5 for VE).
         z: optional starting points at T, [B, ...] (default: prior samples); its dtype and device are used.
         denoise: finish with the data prediction x̂₀ at eps (Tweedie's formula): one more evaluation. Off
@@ -42,6 +59,7 @@ def fast_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], solver: str =
     Returns:
         (x [B, ...], nfe): the samples and the exact number of score evaluations.
     """
+    solver, schedule, solver_options = resolve_settings(sde, steps, solver, schedule, solver_options)
     solver_state = lookup(SOLVERS, solver, "solver")(**solver_options)
     eps = sde.sampling_eps if eps is None else eps
     times = time_grid(sde, schedule, steps, eps)
@@ -61,3 +79,12 @@ def fast_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], solver: str =
     if denoise:
         x = denoiser.at(x, grid, steps)
     return x, denoiser.nfe
+
+
+def resolve_settings(sde: SDE, steps: int, solver: str, schedule: str, options: dict) -> tuple[str, str, dict]:
+    """The solver, schedule and options fast_sample runs: the given ones, the recommended where "auto". The
+    recommended options go with the recommended solver only; given options override them."""
+    best_solver, best_schedule, best_options = recommended_settings(sde, steps)
+    if solver == AUTO:
+        solver, options = best_solver, {**best_options, **options}
+    return solver, best_schedule if schedule == AUTO else schedule, options

@@ -1,0 +1,358 @@
+"""Our fast samplers against the peers' own code on twelve exact problems: tune half and check half.
+
+The acceptance benchmark of issue 19. The problems (benchmarks/sampler_problems.py) are Gaussian mixtures
+with exact scores, in six pairs (separated and overlapping modes, anisotropic full covariances, rings,
+16 and 64 dimensions, data at scale 0.1 and 10); a seeded coin put one member of each pair in the **tune**
+half and the other in the **check** half. Per problem and SDE (VP and sub-VP to eps = 1e-3, VE to 1e-5),
+SAMPLES points start from exact p_T samples, and each sampler's result at eps is compared with a float64
+adaptive solve of the same flow from the same points (rtol = atol = 1e-10): the mean per-sample Euclidean
+error. Every sampler runs at NFE 5, 8, 10 and 20 score evaluations, in float64 on one CPU thread.
+
+- **ours**: every deterministic solver of score_sde.sampling.solvers on every grid of
+  score_sde.sampling.schedules, with its options (adams_pc's order 1–3), plain and with a final Tweedie
+  step (`denoise=True`, one evaluation of the budget); and **default**: `fast_sample` with no solver and no
+  schedule, i.e. `recommended_settings(sde, steps)`.
+- **peers**: k-diffusion's and diffusers' own samplers (benchmarks/peers.py) on every one of our grids,
+  plain and with a final σ = 0 (their usual form: the last step returns x̂₀), and k-diffusion's adaptive
+  DPM-Solver at the most accurate of a ladder of tolerances whose NFE fits the budget.
+
+The report, per half: for each SDE and NFE, the candidate of ours that the **tune** half ranks first
+(fewest problems worse than 1.25× the best peer, then fewest losses, then the geometric mean of the
+ratio), and the default's error against the best peer configuration per problem. The acceptance verdict is
+the check half's: at NFE 10 and 20 the default beats the best peer in at least 80 % of the (problem, SDE,
+NFE) cells and is never worse than 1.25× it. The default must be what the tune half chose; the script says
+where they differ.
+
+Run:
+    .venv/bin/python benchmarks/sampler_suite.py           # full: 500 points, NFE 5, 8, 10, 20 (minutes)
+    .venv/bin/python benchmarks/sampler_suite.py --quick   # smoke run: 100 points, NFE 10 and 20, fewer
+                                                           # of our candidates; JSON beside the full one
+    .venv/bin/python benchmarks/sampler_suite.py --replot benchmarks/results/sampler_suite.json
+Options: --out (default benchmarks/results/sampler_suite.json), --png (default
+docs/img/sampler_suite.png: per SDE, the default's error over the best peer's on each check problem, against
+NFE), --samples, --seed.
+"""
+import argparse
+import dataclasses
+import datetime
+import itertools
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from sampler_problems import COIN_SEED, REFERENCE_TOL, mean_error, p_T_samples, reference_flow, split
+from score_sde.plots import NO_PLOT, have_matplotlib, loglog_png, replot
+from score_sde.sampling.fast import fast_sample, recommended_settings
+from score_sde.sampling.schedules import SCHEDULES, time_grid
+from score_sde.sampling.solvers import SOLVERS, STOCHASTIC
+from score_sde.sde import VESDE, VPSDE, subVPSDE
+
+DTYPE = torch.float64
+SDES = ((VPSDE, 1e-3), (subVPSDE, 1e-3), (VESDE, 1e-5))
+NFE_LEVELS, QUICK_NFE_LEVELS = (5, 8, 10, 20), (10, 20)
+ACCEPT_NFE = (10, 20)
+WIN_FRACTION, WORST_RATIO = 0.8, 1.25
+EVALUATIONS_PER_STEP = {"heun": 2}
+SOLVER_OPTIONS = {"adams_pc": [dict(order=k) for k in (1, 2, 3)]}  # every other solver: no options
+ADAPTIVE_RTOLS = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ours:
+    """One of our configurations: fast_sample(solver, schedule, **options), optionally with a final
+    Tweedie step; solver None is the library's default (recommended_settings)."""
+
+    solver: str | None
+    schedule: str | None = None
+    options: tuple = ()
+    denoise: bool = False
+    family = "ours"
+
+    @property
+    def label(self) -> str:
+        if self.solver is None:
+            return "default"
+        options = "".join(f",{k}={v}" for k, v in self.options)
+        return f"{self.solver}{options}/{self.schedule}" + ("+tweedie" if self.denoise else "")
+
+    def run(self, sde, score_fn, x_T, nfe, eps):
+        budget = nfe - self.denoise
+        if self.solver is None:
+            return fast_sample(sde, score_fn, x_T.shape, steps=nfe, eps=eps, z=x_T, dtype=DTYPE)
+        steps = budget // EVALUATIONS_PER_STEP.get(self.solver, 1)
+        if steps < 1:
+            return None
+        return fast_sample(sde, score_fn, x_T.shape, solver=self.solver, steps=steps, schedule=self.schedule,
+                           eps=eps, z=x_T, denoise=self.denoise, dtype=DTYPE, **dict(self.options))
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """A peer's sampler (benchmarks/peers.py) on one of our grids, optionally ending at σ = 0."""
+
+    sampler: object  # peers.PeerSampler
+    schedule: str
+    final_zero: bool = False
+    family = "peer"
+
+    @property
+    def label(self) -> str:
+        return f"{self.sampler.name}/{self.schedule}" + ("+zero" if self.final_zero else "")
+
+    def run(self, sde, score_fn, x_T, nfe, eps):
+        # A final σ = 0 costs one evaluation (the x̂₀ it returns): the grid above zero is one step shorter.
+        steps = (nfe - self.final_zero) // self.sampler.evaluations_per_step
+        if steps < 1:
+            return None
+        return self.sampler.sample(sde, score_fn, x_T, time_grid(sde, self.schedule, steps, eps),
+                                   final_zero=self.final_zero)
+
+
+@dataclasses.dataclass(frozen=True)
+class Adaptive:
+    """k-diffusion's adaptive DPM-Solver: the most accurate of ADAPTIVE_RTOLS that fits the NFE budget."""
+
+    family = "peer"
+    label = "kdiff:dpm_adaptive"
+
+    def run(self, sde, score_fn, x_T, nfe, eps):
+        from peers import k_diffusion_adaptive
+        for rtol in reversed(ADAPTIVE_RTOLS):  # tightest first: the first that fits is the most accurate
+            x, made = k_diffusion_adaptive(sde, score_fn, x_T, eps, rtol=rtol, atol=rtol / 10)
+            if made <= nfe:
+                return x, made
+        return None
+
+
+def our_candidates(quick):
+    solvers = ("dpmpp_2m", "dpmpp_3m", "adams_pc") if quick else [s for s in SOLVERS if s not in STOCHASTIC]
+    configs = [Ours(None)]
+    for solver, schedule, denoise in itertools.product(solvers, SCHEDULES, (False, True)):
+        if quick and denoise:
+            continue
+        for options in SOLVER_OPTIONS.get(solver, [{}]):
+            configs.append(Ours(solver, schedule, tuple(options.items()), denoise))
+    return configs
+
+
+def peer_candidates():
+    try:
+        from peers import k_diffusion_sampling, peer_samplers
+    except ImportError as error:
+        return [], [f"benchmarks/peers.py cannot be imported ({error})"]
+    from peers import absent_peers
+    configs = [Peer(sampler, schedule, zero) for sampler in peer_samplers().values()
+               for schedule in SCHEDULES for zero in (False, True)]
+    if k_diffusion_sampling() is not None:
+        configs.append(Adaptive())
+    return configs, absent_peers()
+
+
+def run_cell(config, sde, score_fn, x_T, nfe, eps, x_ref):
+    """(error, nfe made, seconds), or None when the config cannot spend this budget."""
+    start = time.perf_counter()
+    out = config.run(sde, score_fn, x_T, nfe, eps)
+    if out is None:
+        return None
+    x, made = out
+    if made > nfe:
+        raise RuntimeError(f"{config.label} made {made} evaluations for a budget of {nfe}")
+    return mean_error(x, x_ref), made, time.perf_counter() - start
+
+
+def problem_rows(problem, configs, nfe_levels, args):
+    rows = []
+    for sde_cls, eps in SDES:
+        sde = sde_cls()
+        score_fn, x_T = problem.mixture.score_fn(sde), p_T_samples(problem, sde, args.samples, args.seed)
+        x_ref, ref_nfe = reference_flow(problem, sde, eps, x_T)
+        for nfe, config in itertools.product(nfe_levels, configs):
+            cell = run_cell(config, sde, score_fn, x_T, nfe, eps, x_ref)
+            if cell is not None:
+                rows.append(dict(problem=problem.name, kind=problem.kind, half=problem.half,
+                                 sde=sde_cls.__name__, target_nfe=nfe, family=config.family,
+                                 config=config.label, error=cell[0], nfe=cell[1], seconds=cell[2],
+                                 reference_nfe=ref_nfe))
+    return rows
+
+
+# ---- choosing on the tune half, judging on the check half ----
+
+
+def select(rows, **fields):
+    return [r for r in rows if all(r.get(k) == v for k, v in fields.items())]
+
+
+def best_peer(rows, problem, sde, nfe):
+    peers = select(rows, problem=problem, sde=sde, target_nfe=nfe, family="peer")
+    return min(peers, key=lambda r: r["error"]) if peers else None
+
+
+def ratios(rows, config, half, sde, nfe):
+    """{problem: our error / best peer's} for one of our configs over one half."""
+    out = {}
+    for problem in sorted({r["problem"] for r in select(rows, half=half)}):
+        ours, peer = select(rows, problem=problem, sde=sde, target_nfe=nfe, config=config), \
+            best_peer(rows, problem, sde, nfe)
+        if ours and peer:
+            out[problem] = ours[0]["error"] / peer["error"]
+    return out
+
+
+def rank_key(ratio_by_problem):
+    """Fewest problems worse than WORST_RATIO, then fewest losses, then the geometric mean ratio."""
+    values = list(ratio_by_problem.values())
+    return (sum(v > WORST_RATIO for v in values), sum(v >= 1 for v in values),
+            math.exp(sum(map(math.log, values)) / len(values)))
+
+
+def tune_choice(rows, sde, nfe, top=5):
+    """Our candidates ranked on the tune half (the default itself excluded): [(key, config label)]."""
+    labels = sorted({r["config"] for r in select(rows, family="ours", sde=sde, target_nfe=nfe)} - {"default"})
+    ranked = []
+    for label in labels:
+        by_problem = ratios(rows, label, "tune", sde, nfe)
+        if by_problem and len(by_problem) == len({r["problem"] for r in select(rows, half="tune")}):
+            ranked.append((rank_key(by_problem), label))
+    return sorted(ranked)[:top]
+
+
+def verdict(rows, half, nfe_levels):
+    """The default against the best peer on one half: per cell, and the acceptance summary at ACCEPT_NFE."""
+    cells = []
+    for sde_cls, _ in SDES:
+        for nfe in nfe_levels:
+            for problem, ratio in ratios(rows, "default", half, sde_cls.__name__, nfe).items():
+                peer = best_peer(rows, problem, sde_cls.__name__, nfe)
+                cells.append(dict(problem=problem, sde=sde_cls.__name__, target_nfe=nfe, ratio=ratio,
+                                  best_peer=peer["config"], best_peer_error=peer["error"],
+                                  default_error=peer["error"] * ratio))
+    judged = [c for c in cells if c["target_nfe"] in ACCEPT_NFE]
+    wins = sum(c["ratio"] < 1 for c in judged)
+    summary = dict(cells=len(judged), wins=wins, win_fraction=wins / len(judged) if judged else float("nan"),
+                   worst_ratio=max((c["ratio"] for c in judged), default=float("nan")))
+    summary["passed"] = bool(judged) and summary["win_fraction"] >= WIN_FRACTION and \
+        summary["worst_ratio"] <= WORST_RATIO
+    return cells, summary
+
+
+# ---- printing ----
+
+
+def tune_lines(rows, nfe_levels):
+    lines = ["\n== tune half: our candidates ranked against the best peer (losses > 1.25x, losses, "
+             "geometric mean ratio)"]
+    for sde_cls, _ in SDES:
+        for nfe in nfe_levels:
+            sde = sde_cls.__name__
+            solver, schedule, options = recommended_settings(sde_cls(), nfe)
+            lines.append(f" {sde:<9} NFE {nfe:>2}: default = {solver}{options}/{schedule}")
+            for key, label in tune_choice(rows, sde, nfe):
+                lines.append(f"    {key[0]:>2} {key[1]:>2} {key[2]:6.3f}  {label}")
+    return lines
+
+
+def cell_lines(cells, half):
+    lines = [f"\n== {half} half: the default against the best peer configuration",
+             f" {'sde':<9} {'NFE':>3} {'problem':<15} {'default':>9} {'best peer':>9} {'ratio':>6}  best peer"]
+    for c in cells:
+        lines.append(f" {c['sde']:<9} {c['target_nfe']:>3} {c['problem']:<15} {c['default_error']:>9.2e} "
+                     f"{c['best_peer_error']:>9.2e} {c['ratio']:>6.2f}  {c['best_peer']}")
+    return lines
+
+
+def summary_line(summary, half):
+    verdict_word = "PASS" if summary["passed"] else "FAIL"
+    return (f" {half} half at NFE {ACCEPT_NFE}: the default beats the best peer in {summary['wins']} of "
+            f"{summary['cells']} cells ({summary['win_fraction']:.0%}; needed {WIN_FRACTION:.0%}); worst "
+            f"ratio {summary['worst_ratio']:.2f} (allowed {WORST_RATIO}): {verdict_word}")
+
+
+def write_png(results, path):
+    """Per SDE: the default's error over the best peer's against NFE, one line per check problem."""
+    panels = {}
+    for sde_cls, _ in SDES:
+        lines = {}
+        for cell in select(results["cells"]["check"], sde=sde_cls.__name__):
+            xs, ys = lines.setdefault(cell["problem"], ([], []))
+            xs.append(cell["target_nfe"])
+            ys.append(cell["ratio"])
+        panels[f"{sde_cls.__name__}: default / best peer (check half)"] = lines
+    path.parent.mkdir(parents=True, exist_ok=True)
+    loglog_png(path, panels, xlabel="score evaluations (NFE)", ylabel="error ratio, default / best peer",
+               xticks=results["metadata"]["nfe_levels"])
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 100 points, NFE 10 and 20")
+    here = Path(__file__).parent
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON output (default benchmarks/results/sampler_suite[_quick].json)")
+    parser.add_argument("--png", type=Path, default=None,
+                        help="plot (default docs/img/sampler_suite.png; with --quick, beside --out)")
+    parser.add_argument("--replot", type=Path, default=None, help="draw --png from a results JSON and stop")
+    parser.add_argument("--samples", type=int, default=None, help="points per problem (default 500)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    args.out = args.out or here / "results" / ("sampler_suite_quick.json" if args.quick else "sampler_suite.json")
+    args.png = args.png or (args.out.with_suffix(".png") if args.quick else
+                            here.parent / "docs" / "img" / "sampler_suite.png")
+    args.samples = args.samples or (100 if args.quick else 500)
+    return args
+
+
+def main():
+    args = parse_args()
+    if args.replot:
+        return replot(args.replot, args.png, write_png)
+    torch.set_num_threads(1)
+    nfe_levels = QUICK_NFE_LEVELS if args.quick else NFE_LEVELS
+    peers, absent = peer_candidates()
+    for line in absent:
+        print(f"note: {line}")
+    if not peers:
+        print("no peer is installed: nothing to compare against (pip install -e '.[peers]', "
+              "docs/fast_sampling.md §6)")
+        return
+    configs = our_candidates(args.quick) + peers
+    problems = split()
+    print(f"{datetime.date.today()}: {len(problems)} problems (coin seed {COIN_SEED}: tune "
+          f"{[p.name for p in problems.values() if p.half == 'tune']}), {args.samples} points each, "
+          f"{len(configs)} configurations ({len(peers)} of the peers'), NFE {nfe_levels}, float64, 1 thread",
+          flush=True)
+    start, rows = time.perf_counter(), []
+    for problem in problems.values():
+        problem_start = time.perf_counter()
+        rows += problem_rows(problem, configs, nfe_levels, args)
+        print(f" {problem.name} ({problem.half}, {problem.dim}-D): {time.perf_counter() - problem_start:.0f} s",
+              flush=True)
+    print("\n".join(tune_lines(rows, nfe_levels)))
+    cells, summaries = {}, {}
+    for half in ("tune", "check"):
+        cells[half], summaries[half] = verdict(rows, half, nfe_levels)
+        print("\n".join(cell_lines(cells[half], half)))
+    for half in ("tune", "check"):
+        print(summary_line(summaries[half], half))
+    metadata = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), machine=platform.node(),
+                    torch=torch.__version__, threads=1, dtype="float64", samples=args.samples, seed=args.seed,
+                    quick=args.quick, nfe_levels=nfe_levels, coin_seed=COIN_SEED, reference_tol=REFERENCE_TOL,
+                    sdes={cls.__name__: eps for cls, eps in SDES}, absent_peers=absent,
+                    halves={p.name: p.half for p in problems.values()},
+                    seconds=time.perf_counter() - start)
+    results = dict(metadata=metadata, summary=summaries, cells=cells, rows=rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    if have_matplotlib():
+        write_png(results, args.png)
+        print(f"\nwrote {args.out} and {args.png} in {metadata['seconds']:.0f} s")
+    else:
+        print(f"\nwrote {args.out} in {metadata['seconds']:.0f} s; {NO_PLOT}")
+
+
+if __name__ == "__main__":
+    main()
