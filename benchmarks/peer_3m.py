@@ -23,12 +23,11 @@ Run: .venv/bin/python benchmarks/peer_3m.py [--samples 256] [--seed 0]   (second
 """
 import argparse
 import datetime
-import importlib.util
 import math
-import sys
 import types
 
 import torch
+from peers import HalfWeight3M, import_k_diffusion_sampling  # benchmarks/ is on sys.path
 
 from score_sde.analytic import GaussianMixture
 from score_sde.sampling import ode_sample
@@ -50,32 +49,6 @@ PROBLEMS = {
     "mixture": GaussianMixture([0.3, 0.5, 0.2], [[-4.0, 0.0, 2.0], [3.0, 3.0, -1.0], [0.0, -5.0, 0.0]],
                                [0.8, 1.2, 0.6]),
 }
-
-
-def import_k_diffusion_sampling() -> types.ModuleType | None:
-    """k_diffusion.sampling, or None if k-diffusion is not installed.
-
-    k_diffusion/__init__.py imports every submodule, among them evaluation -> clip -> pkg_resources, which
-    recent setuptools (84.2.1 here) no longer ships. sampling.py itself needs none of that, so when the
-    package's __init__ fails on an import, the subpackage is loaded under a bare parent package instead."""
-    if importlib.util.find_spec("k_diffusion") is None:
-        return None
-    try:
-        import k_diffusion.sampling as sampling
-        return sampling
-    except ImportError as error:
-        print(f"note: `import k_diffusion` fails ({error}); loading k_diffusion.sampling without the "
-              "package's __init__")
-    package = types.ModuleType("k_diffusion")
-    package.__path__ = importlib.util.find_spec("k_diffusion").submodule_search_locations
-    sys.modules["k_diffusion"] = package
-    return importlib.import_module("k_diffusion.sampling")
-
-
-class HalfWeight3M(DPMSolverPP3M):
-    """Our 3M with k-diffusion's weight −φ₃ on d2: the same formula as theirs, in our implementation."""
-
-    second_difference_weight = 1.0
 
 
 def p_T_samples(mixture: GaussianMixture, sde: SDE, num: int, seed: int) -> torch.Tensor:
