@@ -21,8 +21,8 @@ from score_sde.losses import WEIGHTINGS
 from score_sde.models.score_fn import PRECONDITIONINGS
 from score_sde.observations import MASKS
 from score_sde.sampling.correctors import CORRECTORS
-from score_sde.sampling.predictors import PREDICTORS
 from score_sde.sampling.fast import AUTO
+from score_sde.sampling.predictors import PREDICTORS
 from score_sde.sampling.schedules import SCHEDULES
 from score_sde.sampling.solvers import SOLVERS
 from score_sde.sde import SDES

@@ -11,7 +11,7 @@ from syncs import CountHostSyncs
 
 from score_sde.analytic import GaussianMixture
 from score_sde.sampling import ode_sample
-from score_sde.sampling.fast import fast_sample
+from score_sde.sampling.fast import fast_sample, recommended_settings, resolve_settings
 from score_sde.sampling.schedules import SCHEDULES, time_grid
 from score_sde.sampling.solvers import SOLVERS, exponential_weights
 from score_sde.sde import VESDE, VPSDE, subVPSDE
@@ -39,16 +39,21 @@ def gaussian_flow(sde, eps, num=200, mu=(1.5, -1.5), c=0.7):
     return GaussianMixture([1.0], [mu.tolist()], [c]), x_T, x_eps
 
 
+NOISE_PREDICTION = dict(prediction="noise", order=3, lower_order_final=True)
+
+
 @pytest.mark.parametrize("sde,eps", SDES, ids=IDS)
-@pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2), ("dpmpp_3m", 3),
-                                          ("adams_pc", 3)])
-def test_global_error_falls_with_the_solvers_order(sde, eps, solver, order):
+@pytest.mark.parametrize("solver,order,options", [
+    ("euler", 1, {}), ("heun", 2, {}), ("dpmpp_2m", 2, {}), ("dpmpp_3m", 3, {}), ("adams_pc", 3, {}),
+    ("adams_pc", 3, NOISE_PREDICTION)],
+    ids=["euler", "heun", "dpmpp_2m", "dpmpp_3m", "adams_pc", "adams_pc_noise"])
+def test_global_error_falls_with_the_solvers_order(sde, eps, solver, order, options):
     """Fitted log-log slope of the mean error over 100, 200, 400 log-SNR steps: ±0.2 of the order (≥ 2.6
     for the third-order ones)."""
     data, x_T, exact = gaussian_flow(sde, eps)
     steps = np.array([100, 200, 400])
     errors = [(fast_sample(sde, data.score_fn(sde), x_T.shape, solver=solver, steps=int(n), eps=eps,
-                           z=x_T)[0] - exact).norm(dim=1).mean().item() for n in steps]
+                           z=x_T, **options)[0] - exact).norm(dim=1).mean().item() for n in steps]
     slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
     if order == 3:
         assert slope >= 2.6, (errors, slope)
@@ -199,3 +204,96 @@ def test_no_host_reads_in_the_solver_loop(solver):
                         generator=torch.Generator().manual_seed(0))
         counts.append(reads.count)
     assert counts == [1, 1], counts
+
+
+def linear_in_log_snr(sde, a, b, prediction):
+    """A score whose x̂₀ (prediction "data") or ε̂ = (x − m·x̂₀)/s ("noise") is a + b·λ(t) whatever x."""
+    def score_fn(x, t):
+        m, s = sde.marginal_coefficients(t)
+        m, s = m[:, None], s[:, None]
+        value = a + b * (torch.log(m) - torch.log(s))
+        x0 = value if prediction == "data" else (x - s * value) / m
+        return (m * x0 - x) / s**2
+    return score_fn
+
+
+def exact_linear_flow(sde, eps, x_T, a, b, prediction):
+    """x at eps from x_T under the flow of linear_in_log_snr: y = x/m moves by −∫ e^{−λ}·ε̂ dλ, and
+    ε̂ = (y − x̂₀)·e^{λ}, closed forms of ∫ e^{−λ}(a + bλ) dλ = −e^{−λ}(a + b + bλ) and its data twin."""
+    (m_T, s_T), (m_e, s_e) = coefficients(sde, sde.T), coefficients(sde, eps)
+    lam_T, lam_e = math.log(m_T / s_T), math.log(m_e / s_e)
+    if prediction == "noise":
+        antiderivative = lambda lam: -math.exp(-lam) * (a + b + b * lam)  # noqa: E731
+        return m_e * (x_T / m_T - (antiderivative(lam_e) - antiderivative(lam_T)))
+    # data: d(e^{λ}·y)/dλ = e^{λ}·x̂₀, so e^{λ}·y grows by ∫ e^{λ}(a + bλ) dλ = e^{λ}(a − b + bλ)
+    antiderivative = lambda lam: math.exp(lam) * (a - b + b * lam)  # noqa: E731
+    y = (math.exp(lam_T) * x_T / m_T + antiderivative(lam_e) - antiderivative(lam_T)) / math.exp(lam_e)
+    return m_e * y
+
+
+@pytest.mark.parametrize("sde,eps", SDES, ids=IDS)
+@pytest.mark.parametrize("prediction", ["data", "noise"])
+def test_adams_pc_is_exact_for_a_prediction_linear_in_log_snr(sde, eps, prediction):
+    """With order ≥ 2 every corrector has two nodes and the last predictor two as well, so a prediction
+    linear in λ is integrated exactly from the first step: 10 uneven steps land on the closed form."""
+    x_T = torch.randn(16, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    score_fn = linear_in_log_snr(sde, 0.3, -0.2, prediction)
+    for order in (2, 3):
+        x, _ = fast_sample(sde, score_fn, x_T.shape, solver="adams_pc", steps=10, schedule="karras", eps=eps,
+                           z=x_T, order=order, prediction=prediction)
+        exact = exact_linear_flow(sde, eps, x_T, 0.3, -0.2, prediction)
+        assert (x - exact).abs().max().item() <= 1e-9 * (1 + exact.abs().max().item())
+
+
+def test_lower_order_final_changes_only_the_last_steps():
+    """order 3 with lower_order_final: the same x as without it until two steps remain, then different."""
+    sde, eps = VPSDE(), 1e-3
+    x_T = p_T_samples(MIXTURE_2D, sde, 64)
+    runs = []
+    for lower in (False, True):
+        xs = []
+        fast_sample(sde, MIXTURE_2D.score_fn(sde), x_T.shape, solver="adams_pc", steps=6, eps=eps, z=x_T,
+                    order=3, lower_order_final=lower, callback=lambda i, x, x0, xs=xs: xs.append(x.clone()))
+        runs.append(xs)
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][:4], runs[1][:4]))
+    assert not torch.allclose(runs[0][5], runs[1][5])
+
+
+def test_dpmpp_3m_takes_the_peers_weight_as_an_option(monkeypatch):
+    """second_difference_weight=1 runs as the class with that weight (k-diffusion's and diffusers' 3M)."""
+    class PeersWeight(SOLVERS["dpmpp_3m"]):
+        second_difference_weight = 1.0
+    monkeypatch.setitem(SOLVERS, "peers_weight", PeersWeight)
+    sde, eps = VESDE(), 1e-5
+    x_T = p_T_samples(MIXTURE_3D, sde, 32)
+    run = lambda solver, **options: fast_sample(sde, MIXTURE_3D.score_fn(sde), x_T.shape,  # noqa: E731
+                                                solver=solver, steps=8, eps=eps, z=x_T, **options)[0]
+    assert torch.equal(run("dpmpp_3m", second_difference_weight=1.0), run("peers_weight"))
+    assert not torch.equal(run("dpmpp_3m"), run("peers_weight"))
+
+
+@pytest.mark.parametrize("sde,eps", SDES, ids=IDS)
+@pytest.mark.parametrize("steps", [5, 10, 20])
+def test_auto_runs_the_recommended_settings(sde, eps, steps):
+    """fast_sample's default ("auto") is recommended_settings(sde, steps), options included, bit for bit;
+    options given beside "auto" override the recommended ones."""
+    x_T = p_T_samples(MIXTURE_2D, sde, 32)
+    solver, schedule, options = recommended_settings(sde, steps)
+    auto = fast_sample(sde, MIXTURE_2D.score_fn(sde), x_T.shape, steps=steps, eps=eps, z=x_T)[0]
+    told = fast_sample(sde, MIXTURE_2D.score_fn(sde), x_T.shape, solver=solver, schedule=schedule,
+                       steps=steps, eps=eps, z=x_T, **options)[0]
+    assert torch.equal(auto, told)
+    assert resolve_settings(sde, steps, "auto", "auto", {"order": 1})[2]["order"] == 1
+    assert resolve_settings(sde, steps, "dpmpp_2m", "auto", {}) == ("dpmpp_2m", schedule, {})
+
+
+def test_recommended_settings_cover_every_step_count_and_sde():
+    """Every SDE class has a row from 1 step on; an SDE the table does not know gets the VP row."""
+    class OtherSDE(VPSDE):
+        pass
+    for steps in (1, 2, 7, 8, 9, 15, 16, 100):
+        for sde, _ in SDES:
+            solver, schedule, options = recommended_settings(sde, steps)
+            assert solver in SOLVERS and schedule in SCHEDULES
+            SOLVERS[solver](**options)  # the options are the solver's
+        assert recommended_settings(OtherSDE(), steps) == recommended_settings(VPSDE(), steps)

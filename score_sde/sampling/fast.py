@@ -81,7 +81,8 @@ def fast_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], solver: str =
     return x, denoiser.nfe
 
 
-def resolve_settings(sde: SDE, steps: int, solver: str, schedule: str, options: dict) -> tuple[str, str, dict]:
+def resolve_settings(sde: SDE, steps: int, solver: str, schedule: str, options: dict
+                     ) -> tuple[str, str, dict]:
     """The solver, schedule and options fast_sample runs: the given ones, the recommended where "auto". The
     recommended options go with the recommended solver only; given options override them."""
     best_solver, best_schedule, best_options = recommended_settings(sde, steps)

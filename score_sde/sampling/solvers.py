@@ -72,8 +72,18 @@ class Denoiser:
 def exponential_weights(nodes: Sequence[float], h: float) -> list[float]:
     """w_j with ∫_0^h e^{−(h−u)}·P(u) du = Σ_j w_j·P(v_j·h) for every polynomial P of degree < len(nodes):
     the weights of x̂₀ values at λ_now + v_j·h in the exact solution above (exponential Adams rules)."""
+    return _lagrange_weights(nodes, h * np.exp(-h * (1 - _GL_NODES)) * _GL_WEIGHTS)
+
+
+def noise_weights(nodes: Sequence[float], h: float) -> list[float]:
+    """The same for ∫_0^h e^{−u}·P(u) du: the weights of ε̂ values in the noise-prediction form of the exact
+    solution, x_next/m_next = x/m − e^{−λ_now}·∫_0^h e^{−u}·ε̂(λ_now + u) du (DPM-Solver's, Lu et al. 2022)."""
+    return _lagrange_weights(nodes, h * np.exp(-h * _GL_NODES) * _GL_WEIGHTS)
+
+
+def _lagrange_weights(nodes, kernel):
+    """Σ over the quadrature of kernel × the Lagrange basis polynomial of each node (nodes in units of h)."""
     v = _GL_NODES
-    kernel = h * np.exp(-h * (1 - v)) * _GL_WEIGHTS
     weights = []
     for j, node in enumerate(nodes):
         basis = np.ones_like(v)
@@ -187,7 +197,9 @@ class DPMSolverPP3M:
     # (benchmarks/peer_3m.py, docs/fast_sampling.md).
     second_difference_weight = 2.0
 
-    def __init__(self):
+    def __init__(self, second_difference_weight: float | None = None):
+        if second_difference_weight is not None:  # 1 reproduces k-diffusion's and diffusers' 3M
+            self.second_difference_weight = second_difference_weight
         self.history = []  # [(x̂₀, λ)], newest last, at most three
 
     def step(self, x: torch.Tensor, grid: Grid, i: int, denoiser: Denoiser,
@@ -215,38 +227,57 @@ class DPMSolverPP3M:
 class AdamsPC:
     """Our default: an exponential Adams predictor–corrector in λ, in the manner of UniPC (Zhao et al. 2023).
 
-    Predictor (Adams–Bashforth): x̂₀ is the polynomial through the last `order` values, integrated exactly
-    against the kernel e^{−(λ_next − λ)} (`exponential_weights`). The network is then evaluated at the
-    predicted point, and that value serves twice: the corrector (Adams–Moulton) adds it as a node at
-    λ_next and redoes the step from x_i, one order higher; and the next step uses it as its current x̂₀.
+    Predictor (Adams–Bashforth): the network's prediction is the polynomial through its last `order`
+    values, integrated exactly against the kernel of the exact solution. The network is then evaluated at
+    the predicted point, and that value serves twice: the corrector (Adams–Moulton) adds it as a node at
+    λ_next and redoes the step from x_i, one order higher; and the next step uses it as its current value.
     So a step costs one evaluation, as a multistep method, for one more order of accuracy. The last step has
     no corrector (it would need one more evaluation).
+
+    prediction: "data" interpolates x̂₀ (the kernel e^{−(λ_next − λ)}, `exponential_weights`); "noise"
+    interpolates ε̂ = (x − m·x̂₀)/s (the kernel e^{−λ}, `noise_weights`). Far from the data ε̂ barely moves
+    while x̂₀ grows like e^λ, near it the reverse, so each is exact where the other is poor
+    (docs/fast_sampling.md §2). lower_order_final: the last steps use at most as many nodes as steps remain
+    (the last one order 1 before its corrector-free end), as DPM-Solver and UniPC do below 15 steps.
     """
 
-    def __init__(self, order: int = 2):
+    def __init__(self, order: int = 2, prediction: str = "data", lower_order_final: bool = False):
         if order not in (1, 2, 3):
             raise ValueError(f"order must be 1, 2 or 3, got {order}")
-        self.predictor_order = order
-        self.history = []  # [(x̂₀, λ)] of earlier grid points, newest last
-        self.current = None  # x̂₀ at the current point (evaluated at the predicted point)
+        if prediction not in ("data", "noise"):
+            raise ValueError(f"prediction must be 'data' or 'noise', got {prediction!r}")
+        self.predictor_order, self.lower_order_final = order, lower_order_final
+        self.noise = prediction == "noise"
+        self.history = []  # [(x̂₀ or ε̂, λ)] of earlier grid points, newest last
+        self.current = None  # the prediction at the current point (evaluated at the predicted point)
 
     def step(self, x: torch.Tensor, grid: Grid, i: int, denoiser: Denoiser,
              generator: torch.Generator | None = None) -> torch.Tensor:
+        last = len(grid.t) - 1
         if self.current is None:
-            self.current = denoiser.at(x, grid, i)
+            self.current = self._predict(x, grid, i, denoiser)
         self.history = [*self.history, (self.current, grid.log_snr[i])][-self.predictor_order:]
-        x_predicted = self._integrate(x, grid, i, self.history)
-        if i + 1 == len(grid.t) - 1:
+        nodes = self.history[-(last - i):] if self.lower_order_final else self.history
+        x_predicted = self._integrate(x, grid, i, nodes)
+        if i + 1 == last:
             return x_predicted
-        self.current = denoiser.at(x_predicted, grid, i + 1)
-        return self._integrate(x, grid, i, [*self.history, (self.current, grid.log_snr[i + 1])])
+        self.current = self._predict(x_predicted, grid, i + 1, denoiser)
+        return self._integrate(x, grid, i, [*nodes, (self.current, grid.log_snr[i + 1])])
 
-    @staticmethod
-    def _integrate(x, grid, i, nodes):
-        """The exact step for x̂₀ interpolated through nodes [(x̂₀, λ)]."""
-        h = grid.h(i)
-        weights = exponential_weights([(lam - grid.log_snr[i]) / h for _, lam in nodes], h)
-        return linear_step(x, grid, i, list(zip(weights, (x0 for x0, _ in nodes))))
+    def _predict(self, x, grid, i, denoiser):
+        x0 = denoiser.at(x, grid, i)
+        return (x - grid.m[i] * x0) / grid.s[i] if self.noise else x0
+
+    def _integrate(self, x, grid, i, nodes):
+        """The exact step for the prediction interpolated through nodes [(x̂₀ or ε̂, λ)]."""
+        h, lam = grid.h(i), grid.log_snr[i]
+        units = [(node_lam - lam) / h for _, node_lam in nodes]
+        if not self.noise:
+            return linear_step(x, grid, i, list(zip(exponential_weights(units, h), (v for v, _ in nodes))))
+        out = (grid.m[i + 1] / grid.m[i]) * x
+        for weight, (eps_hat, _) in zip(noise_weights(units, h), nodes):
+            out = out - (grid.m[i + 1] * math.exp(-lam) * weight) * eps_hat
+        return out
 
 
 # ---- stochastic: the reverse SDE ----
