@@ -28,6 +28,7 @@ Run:
     .venv/bin/python benchmarks/sampler_suite.py --quick   # smoke run: 100 points, NFE 10 and 20, fewer
                                                            # of our candidates; JSON beside the full one
     .venv/bin/python benchmarks/sampler_suite.py --replot benchmarks/results/sampler_suite.json
+    .venv/bin/python benchmarks/sampler_suite.py --report benchmarks/results/sampler_suite.json
 Options: --out (default benchmarks/results/sampler_suite.json), --png (default
 docs/img/sampler_suite.png: per SDE, the default's error over the best peer's on each check problem, against
 NFE), --samples, --seed.
@@ -198,12 +199,26 @@ def select(rows, **fields):
     return [r for r in rows if all(r.get(k) == v for k, v in fields.items())]
 
 
-def half_problems(rows, half):
-    return sorted({r["problem"] for r in select(rows, half=half)})
+def half_problems(errors, half):
+    return sorted({r["problem"] for r in select(errors.rows, half=half)})
 
 
-def errors_by_problem(rows, config, half, sde, nfe):
-    return {r["problem"]: r["error"] for r in select(rows, config=config, half=half, sde=sde, target_nfe=nfe)}
+class Errors:
+    """The rows indexed by (config, half, sde, nfe): {problem: error}, built once; a report asks millions of
+    times."""
+
+    def __init__(self, rows):
+        self.rows, self.index = rows, {}
+        for r in rows:
+            key = (r["config"], r["half"], r["sde"], r["target_nfe"])
+            self.index.setdefault(key, {})[r["problem"]] = r["error"]
+        self.configs = {}
+        for r in rows:
+            self.configs.setdefault((r["family"], r["sde"], r["target_nfe"]), set()).add(r["config"])
+
+
+def errors_by_problem(errors, config, half, sde, nfe):
+    return errors.index.get((config, half, sde, nfe), {})
 
 
 def geometric_mean(values):
@@ -211,26 +226,27 @@ def geometric_mean(values):
     return math.exp(sum(map(math.log, values)) / len(values))
 
 
-def best_peer_config(rows, half, sde, nfe):
+def best_peer_config(errors, half, sde, nfe):
     """The peers' best single configuration on one half at (sde, nfe): the lowest geometric-mean error over
     the half's problems, chosen with hindsight on that very half (a peer user must pick one too)."""
-    problems, scored = half_problems(rows, half), []
-    for label in sorted({r["config"] for r in select(rows, family="peer", sde=sde, target_nfe=nfe)}):
-        errors = errors_by_problem(rows, label, half, sde, nfe)
-        if len(errors) == len(problems):
-            scored.append((geometric_mean(errors.values()), label))
+    problems, scored = half_problems(errors, half), []
+    for label in sorted(errors.configs.get(("peer", sde, nfe), ())):
+        by_problem = errors_by_problem(errors, label, half, sde, nfe)
+        if len(by_problem) == len(problems):
+            scored.append((geometric_mean(by_problem.values()), label))
     return min(scored)[1] if scored else None
 
 
-def oracle_peer(rows, problem, sde, nfe):
-    """The best peer row for one problem: a different peer configuration may win each problem."""
-    peers = select(rows, problem=problem, sde=sde, target_nfe=nfe, family="peer")
-    return min(peers, key=lambda r: r["error"]) if peers else None
+def oracle_peer(errors, half, problem, sde, nfe):
+    """(error, config) of the best peer row for one problem: a different peer configuration may win each."""
+    scored = [(errors_by_problem(errors, label, half, sde, nfe).get(problem, math.inf), label)
+              for label in errors.configs.get(("peer", sde, nfe), ())]
+    return min(scored) if scored else None
 
 
-def ratios(rows, config, half, sde, nfe, reference):
+def ratios(errors, config, half, sde, nfe, reference):
     """{problem: our config's error / the reference peer configuration's} over one half."""
-    ours, theirs = (errors_by_problem(rows, label, half, sde, nfe) for label in (config, reference))
+    ours, theirs = (errors_by_problem(errors, label, half, sde, nfe) for label in (config, reference))
     return {problem: ours[problem] / theirs[problem] for problem in ours if problem in theirs}
 
 
@@ -240,34 +256,34 @@ def rank_key(ratio_by_problem):
     return (sum(v > WORST_RATIO for v in values), sum(v >= 1 for v in values), geometric_mean(values))
 
 
-def tune_choice(rows, sde, nfe, top=5):
+def tune_choice(errors, sde, nfe, top=5):
     """Our candidates ranked on the tune half against the peers' best configuration there (the default
     itself excluded): (reference peer label, [(key, config label)])."""
-    reference = best_peer_config(rows, "tune", sde, nfe)
-    labels = sorted({r["config"] for r in select(rows, family="ours", sde=sde, target_nfe=nfe)} - {"default"})
-    ranked = []
+    reference = best_peer_config(errors, "tune", sde, nfe)
+    labels = sorted(errors.configs.get(("ours", sde, nfe), set()) - {"default"})
+    ranked, problems = [], half_problems(errors, "tune")
     for label in labels:
-        by_problem = ratios(rows, label, "tune", sde, nfe, reference)
-        if len(by_problem) == len(half_problems(rows, "tune")):
+        by_problem = ratios(errors, label, "tune", sde, nfe, reference)
+        if len(by_problem) == len(problems):
             ranked.append((rank_key(by_problem), label))
     return reference, sorted(ranked)[:top]
 
 
-def verdict(rows, half, nfe_levels):
+def verdict(errors, half, nfe_levels):
     """The default against the peers' best configuration on one half (and, for information, against the
     best peer row of each problem): per cell, and the acceptance summary at ACCEPT_NFE."""
     cells = []
     for sde_cls, _ in SDES:
         sde = sde_cls.__name__
         for nfe in nfe_levels:
-            reference = best_peer_config(rows, half, sde, nfe)
-            default = errors_by_problem(rows, "default", half, sde, nfe)
-            for problem, ratio in ratios(rows, "default", half, sde, nfe, reference).items():
-                oracle = oracle_peer(rows, problem, sde, nfe)
+            reference = best_peer_config(errors, half, sde, nfe)
+            default = errors_by_problem(errors, "default", half, sde, nfe)
+            for problem, ratio in ratios(errors, "default", half, sde, nfe, reference).items():
+                oracle_error, oracle = oracle_peer(errors, half, problem, sde, nfe)
                 ours = default[problem]
                 cells.append(dict(problem=problem, sde=sde, target_nfe=nfe, default_error=ours,
                                   best_peer=reference, best_peer_error=ours / ratio, ratio=ratio,
-                                  oracle_peer=oracle["config"], oracle_ratio=ours / oracle["error"]))
+                                  oracle_peer=oracle, oracle_ratio=ours / oracle_error))
     judged = [c for c in cells if c["target_nfe"] in ACCEPT_NFE]
     summary = dict(cells=len(judged))
     for key in ("ratio", "oracle_ratio"):
@@ -282,16 +298,23 @@ def verdict(rows, half, nfe_levels):
 # ---- printing ----
 
 
-def tune_lines(rows, nfe_levels):
+def default_label(sde, nfe):
+    """The label of the candidate that recommended_settings(sde, nfe) is."""
+    solver, schedule, options = recommended_settings(sde, nfe)
+    return Ours(solver, schedule, tuple(options.items())).label
+
+
+def tune_lines(errors, nfe_levels):
     lines = ["\n== tune half: our candidates ranked against the peers' best configuration there (problems "
              f"worse than {WORST_RATIO}x, losses, geometric mean ratio)"]
     for sde_cls, _ in SDES:
         for nfe in nfe_levels:
             sde = sde_cls.__name__
-            solver, schedule, options = recommended_settings(sde_cls(), nfe)
-            reference, ranked = tune_choice(rows, sde, nfe)
-            lines.append(f" {sde:<9} NFE {nfe:>2}: peers' best {reference}; default = {solver}"
-                         f"{''.join(f',{k}={v}' for k, v in options.items())}/{schedule}")
+            default = default_label(sde_cls(), nfe)
+            reference, ranked = tune_choice(errors, sde, nfe)
+            first = ranked and ranked[0][1] == default
+            agrees = "the tune half's first" if first else "NOT the tune half's first"
+            lines.append(f" {sde:<9} NFE {nfe:>2}: peers' best {reference}; default {default} ({agrees})")
             for key, label in ranked:
                 lines.append(f"    {key[0]:>2} {key[1]:>2} {key[2]:6.3f}  {label}")
     return lines
@@ -343,6 +366,8 @@ def parse_args():
     parser.add_argument("--png", type=Path, default=None,
                         help="plot (default docs/img/sampler_suite.png; with --quick, beside --out)")
     parser.add_argument("--replot", type=Path, default=None, help="draw --png from a results JSON and stop")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="print the report of a results JSON's rows (no runs) and stop")
     parser.add_argument("--samples", type=int, default=None, help="points per problem (default 500)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -354,19 +379,15 @@ def parse_args():
     return args
 
 
-def main():
-    args = parse_args()
-    if args.replot:
-        return replot(args.replot, args.png, write_png)
-    torch.set_num_threads(1)
-    nfe_levels = QUICK_NFE_LEVELS if args.quick else NFE_LEVELS
+def measure(args, nfe_levels):
+    """Every configuration on every problem: (rows, metadata), or None when no peer is installed."""
     peers, absent = peer_candidates()
     for line in absent:
         print(f"note: {line}")
     if not peers:
         print("no peer is installed: nothing to compare against (pip install -e '.[peers]', "
               "docs/fast_sampling.md §6)")
-        return
+        return None
     configs = our_candidates(args.quick) + peers
     problems = split()
     print(f"{datetime.date.today()}: {len(problems)} problems (coin seed {COIN_SEED}: tune "
@@ -379,27 +400,48 @@ def main():
         rows += problem_rows(problem, configs, nfe_levels, args)
         seconds = time.perf_counter() - problem_start
         print(f" {problem.name} ({problem.half}, {problem.dim}-D): {seconds:.0f} s", flush=True)
-    print("\n".join(tune_lines(rows, nfe_levels)))
-    cells, summaries = {}, {}
-    for half in ("tune", "check"):
-        cells[half], summaries[half] = verdict(rows, half, nfe_levels)
-        print("\n".join(cell_lines(cells[half], half)))
-    for half in ("tune", "check"):
-        print(summary_line(summaries[half], half))
     metadata = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), machine=platform.node(),
                     torch=torch.__version__, threads=1, dtype="float64", samples=args.samples, seed=args.seed,
                     quick=args.quick, nfe_levels=nfe_levels, coin_seed=COIN_SEED, reference_tol=REFERENCE_TOL,
                     sdes={cls.__name__: eps for cls, eps in SDES}, absent_peers=absent,
                     halves={p.name: p.half for p in problems.values()},
                     seconds=time.perf_counter() - start)
-    results = dict(metadata=metadata, summary=summaries, cells=cells, rows=rows)
+    return rows, metadata
+
+
+def report(rows, metadata):
+    """Prints the tune ranking and both halves' verdicts; returns the results to save."""
+    errors, nfe_levels = Errors(rows), tuple(metadata["nfe_levels"])
+    print("\n".join(tune_lines(errors, nfe_levels)))
+    cells, summaries = {}, {}
+    for half in ("tune", "check"):
+        cells[half], summaries[half] = verdict(errors, half, nfe_levels)
+        print("\n".join(cell_lines(cells[half], half)))
+    for half in ("tune", "check"):
+        print(summary_line(summaries[half], half))
+    return dict(metadata=metadata, summary=summaries, cells=cells, rows=rows)
+
+
+def main():
+    args = parse_args()
+    if args.replot:
+        return replot(args.replot, args.png, write_png)
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        return report(saved["rows"], saved["metadata"])
+    torch.set_num_threads(1)
+    measured = measure(args, QUICK_NFE_LEVELS if args.quick else NFE_LEVELS)
+    if measured is None:
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(dict(metadata=measured[1], rows=measured[0])) + "\n")  # rows first, safe
+    results = report(*measured)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     if have_matplotlib():
         write_png(results, args.png)
-        print(f"\nwrote {args.out} and {args.png} in {metadata['seconds']:.0f} s")
+        print(f"\nwrote {args.out} and {args.png} in {measured[1]['seconds']:.0f} s")
     else:
-        print(f"\nwrote {args.out} in {metadata['seconds']:.0f} s; {NO_PLOT}")
+        print(f"\nwrote {args.out} in {measured[1]['seconds']:.0f} s; {NO_PLOT}")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,19 @@ AUTO = "auto"  # solver or schedule: the recommended one for the SDE and steps
 # The default solver, grid and solver options per SDE and number of steps, chosen on the tune half of
 # benchmarks/sampler_suite.py (docs/fast_sampling.md §4): per SDE class, [(fewest steps, settings)], the
 # last entry whose threshold `steps` reaches applies. Any other SDE gets the VP row.
+# The rows were chosen at 5, 8, 10 and 20 steps; each applies from the geometric midpoint below it.
+_NOISE = dict(prediction="noise", lower_order_final=True)  # ε̂ interpolated, order lowered at the end
 RECOMMENDED = {
-    VPSDE: [(1, ("adams_pc", "logsnr", {}))],
-    subVPSDE: [(1, ("adams_pc", "logsnr", {}))],
-    VESDE: [(1, ("adams_pc", "logsnr", {}))],
+    VPSDE: [(1, ("adams_pc", "quadratic", dict(order=2, prediction="data", lower_order_final=True))),
+            (7, ("adams_pc", "logsnr", dict(order=3, **_NOISE))),
+            (15, ("adams_pc", "quadratic", dict(order=3, prediction="data", lower_order_final=True)))],
+    subVPSDE: [(1, ("adams_pc", "uniform", dict(order=2, prediction="data", lower_order_final=True))),
+               (7, ("adams_pc", "uniform", dict(order=2, **_NOISE))),
+               (15, ("adams_pc", "uniform", dict(order=3, **_NOISE)))],
+    VESDE: [(1, ("dpmpp_2m", "logsnr", {})),
+            (7, ("adams_pc", "karras", dict(order=3, **_NOISE))),
+            (10, ("adams_pc", "karras", dict(order=2, **_NOISE))),
+            (15, ("adams_pc", "karras", dict(order=3, **_NOISE)))],
 }
 
 
