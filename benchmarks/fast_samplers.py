@@ -24,6 +24,9 @@ prior is not exactly p_T), whatever the solver; so SW2 from the prior cannot ran
 and the flow error is the measure of their accuracy. For VESDE, λ(t) = −log σ(t) is linear in t: its
 "uniform" and "logsnr" grids are the same.
 
+Our solvers only: benchmarks/sampler_suite.py runs the peers' own samplers beside ours, on twelve other exact
+problems split into a tune half (where the defaults were chosen) and a check half.
+
 Run:
     .venv/bin/python benchmarks/fast_samplers.py            # full: 2000 samples, about a minute
     .venv/bin/python benchmarks/fast_samplers.py --quick    # smoke run: 500 samples, NFE in (10, 20)
@@ -281,8 +284,8 @@ def sde_report(name, rows, reference, nfe_levels):
 
 
 def summary_line(rows, nfe):
-    """One SDE at one NFE: the best flow error and SW2 with their (solver/schedule), the default sampler's
-    (adams_pc, logsnr) flow error, and the baselines' SW2."""
+    """One SDE at one NFE: the best flow error and SW2 with their (solver/schedule), adams_pc's on logsnr
+    (order 2: the default before the per-SDE defaults of issue 19), and the baselines' SW2."""
     flow, prior = fast_only(rows, "exact p_T"), fast_only(rows, "prior")
     f, p = best(flow, "mean_error", nfe), best(prior, "sw2", nfe)
     default = select(flow, solver="adams_pc", schedule="logsnr", target_nfe=nfe)[0]
