@@ -18,12 +18,13 @@ each NFE of --nfe (default 10 and 20), in batches on the CPU:
 
 Per configuration and NFE: MNIST-FID (with KID and the predicted digits in the JSON), the NFE actually
 made, wall seconds, and the mean per-sample L2 distance (over the 784 pixels, in the model's [-1, 1]
-space) to a reference solve from the same z: our adaptive probability-flow ODE (rk45, rtol = atol = 1e-5,
-float32, about 270 evaluations a sample) on the first --reference-samples (default 100) only: on all 1,000
-it would cost as much as all ten default configurations at both NFE together. Rows that end at σ = 0 are
-measured against the reference's x̂₀ at eps (the same final denoising applied to the reference), the
-others against its x at eps. For scale, the data floor: MNIST-FID of --samples and of all 5,000 training
-images (never held out).
+space) to a reference solve from the same z: our adaptive probability-flow ODE (rk45, rtol = atol =
+--reference-tol, default 1e-6, float32: about 650 evaluations a sample) on the first --reference-samples
+(default 50) only. At 1e-5 (about 270 evaluations) the reference is itself off by about 0.3, half the
+distance of the 20-NFE solvers; at 1e-6 the 200-step solvers come within 0.03 of it. Rows that end at
+σ = 0 are measured against the reference's x̂₀ at eps (the same final denoising applied to the
+reference), the others against its x at eps. For scale, the data floor: MNIST-FID of --samples and of all
+5,000 training images (never held out).
 
 Run (about 30 minutes on one thread; the full run's printed table is benchmarks/results/mnist_fast.log):
     .venv/bin/python benchmarks/mnist_fast.py
@@ -61,10 +62,9 @@ from score_sde.sampling.solvers import SOLVERS, Denoiser, Grid  # noqa: E402
 OURS = "default,adams_pc:logsnr,dpmpp_3m:logsnr,dpmpp_2m:logsnr"
 PEERS = ("kdiff:dpmpp_2m:logsnr,kdiff:dpmpp_2m:karras,kdiff:dpmpp_3m:logsnr,kdiff:dpmpp_3m:karras,"
          "kdiff:dpmpp_2m:karras:zero,kdiff:dpmpp_3m:karras:zero")
-FULL = dict(ours=OURS, peers=PEERS, nfe="10,20", samples=1000, reference_samples=100)
-QUICK = dict(ours="default", peers="kdiff:dpmpp_2m:logsnr", nfe="10", samples=100, reference_samples=50)
+FULL = dict(ours=OURS, peers=PEERS, nfe="10,20", samples=1000, reference_samples=50)
+QUICK = dict(ours="default", peers="kdiff:dpmpp_2m:logsnr", nfe="10", samples=100, reference_samples=20)
 TWO_EVALUATIONS = ("heun", "heun_churn")  # our solvers that evaluate the score twice a step
-REFERENCE_TOL = 1e-5
 
 
 def parse_ours(item):
@@ -81,6 +81,10 @@ def parse_ours(item):
         if not text:
             raise ValueError(f"--ours item {item!r}: solver options are key=value, got {pair!r}")
         options[key] = ast.literal_eval(text)
+    try:  # the solver refuses bad options when built: here, before any sampling
+        SOLVERS[solver](**options)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--ours item {item!r}: {error}") from None
     return dict(label=item, family="ours", solver=solver, schedule=schedule, options=options)
 
 
@@ -93,7 +97,10 @@ def parse_peer(item, available):
     if name not in available or schedule not in SCHEDULES:
         raise ValueError(f"--peers item {item!r}: expected name:schedule[:zero] with a name in "
                          f"{sorted(available)} and a schedule in {sorted(SCHEDULES)}")
-    return dict(label=item, family="k-diffusion", peer=name, schedule=schedule, final_zero=zero)
+    if zero and not getattr(available[name], "final_zero_works", True):
+        raise ValueError(f"--peers item {item!r}: {name} cannot end at sigma = 0; drop ':zero'")
+    family = getattr(available[name], "library", name.split(":")[0])  # "k-diffusion", "diffusers"
+    return dict(label=item, family=family, peer=name, schedule=schedule, final_zero=zero)
 
 
 def resolved_default(sde):
@@ -131,13 +138,13 @@ def run_batches(sample_fn, z, batch):
     return torch.cat(pieces), (nfes.pop() if len(nfes) == 1 else sorted(nfes)), seconds
 
 
-def reference_solve(model, z, batch):
+def reference_solve(model, z, batch, tol):
     """The adaptive probability-flow ODE from z: x at eps and x̂₀ there, NFE per batch, seconds."""
-    sde, pieces, denoised, nfes = model.sde, [], [], []
+    sde, pieces, nfes = model.sde, [], []
     start = time.perf_counter()
     for first in range(0, len(z), batch):
-        x, nfe = ode_sample(sde, model.score_fn, z[first:first + batch].shape, rtol=REFERENCE_TOL,
-                            atol=REFERENCE_TOL, z=z[first:first + batch])
+        x, nfe = ode_sample(sde, model.score_fn, z[first:first + batch].shape, rtol=tol, atol=tol,
+                            z=z[first:first + batch])
         pieces.append(x)
         nfes.append(int(nfe))
     seconds = time.perf_counter() - start
@@ -216,7 +223,8 @@ def arguments():
                         help=f"comma list of name:schedule[:zero] (default {PEERS!r})")
     parser.add_argument("--nfe", default=None, help="comma list of target NFE (default 10,20)")
     parser.add_argument("--samples", type=int, default=None, help="default 1000 (--quick: 100)")
-    parser.add_argument("--reference-samples", type=int, default=None, help="default 100 (--quick: 50)")
+    parser.add_argument("--reference-samples", type=int, default=None, help="default 50 (--quick: 20)")
+    parser.add_argument("--reference-tol", type=float, default=1e-6, help="rk45 rtol = atol (default 1e-6)")
     parser.add_argument("--batch", type=int, default=100,
                         help="default 100: on one thread 10-15%% faster a sample than 250")
     parser.add_argument("--seed", type=int, default=0)
@@ -297,11 +305,11 @@ def main():
           f"{meta['default']}; k-diffusion {meta['k_diffusion']}", flush=True)
     z = model.sde.prior_sampling(model.kind.shape(args.samples),
                                  generator=torch.Generator().manual_seed(args.seed))
-    solve = reference_solve(model, z[:args.reference_samples], args.batch)
-    meta["reference"] = dict(method="rk45", rtol=REFERENCE_TOL, atol=REFERENCE_TOL,
+    solve = reference_solve(model, z[:args.reference_samples], args.batch, args.reference_tol)
+    meta["reference"] = dict(method="rk45", rtol=args.reference_tol, atol=args.reference_tol,
                              samples=args.reference_samples, nfe_per_batch=solve["nfe_per_batch"],
                              seconds=solve["seconds"])
-    print(f"reference: probability-flow ODE rk45, rtol = atol = {REFERENCE_TOL:g}, on the first "
+    print(f"reference: probability-flow ODE rk45, rtol = atol = {args.reference_tol:g}, on the first "
           f"{args.reference_samples} samples: NFE {solve['nfe_per_batch']} (per batch), "
           f"{solve['seconds']:.0f} s", flush=True)
     rows = judged_rows(specs, available, model, z, solve, lambda x: quality(model, x, features, reference),
