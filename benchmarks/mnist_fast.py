@@ -10,8 +10,8 @@ each NFE of --nfe (default 10 and 20), in batches on the CPU:
 
   ours (--ours): fast_sample with `solver:schedule[:key=value...]` (e.g. adams_pc:logsnr:order=3), steps =
       NFE (NFE // 2 for the two-evaluation solvers heun and heun_churn); `default` is fast_sample with no
-      solver or schedule given, whatever its defaults are (what they resolved to is recorded when
-      score_sde.sampling.fast has default_settings);
+      solver or schedule given, whatever its defaults are (what they resolved to at each NFE is
+      recorded when score_sde.sampling.fast has recommended_settings);
   k-diffusion (--peers): `name:schedule[:zero]` through benchmarks/peers.py on our grid time_grid(sde,
       schedule, steps, eps); with `zero` k-diffusion appends σ = 0 and its last step returns x̂₀, which
       costs an evaluation, so such rows take one step fewer for the same NFE.
@@ -103,12 +103,12 @@ def parse_peer(item, available):
     return dict(label=item, family=family, peer=name, schedule=schedule, final_zero=zero)
 
 
-def resolved_default(sde):
-    """What fast_sample's defaults are for this SDE, when score_sde.sampling.fast says."""
-    if not hasattr(fast, "default_settings"):
+def resolved_default(sde, nfes):
+    """What fast_sample's defaults are for this SDE at each NFE, when score_sde.sampling.fast says."""
+    if not hasattr(fast, "recommended_settings"):
         return "fast_sample defaults"
-    settings = fast.default_settings(sde)
-    return settings if isinstance(settings, dict | str) else repr(settings)
+    return {str(nfe): dict(zip(("solver", "schedule", "options"), fast.recommended_settings(sde, nfe)))
+            for nfe in nfes}
 
 
 def sampler_fn(spec, sde, score_fn, nfe, available):
@@ -270,7 +270,8 @@ def metadata(args, model, checkpoint):
                 threads=torch.get_num_threads(), samples=args.samples, batch=args.batch, seed=args.seed,
                 nfe=args.nfe, workdir=str(args.workdir), config=args.config, checkpoint=str(checkpoint),
                 checkpoint_step=model.step, sde=type(model.sde).__name__, eps=model.sde.sampling_eps,
-                default=resolved_default(model.sde), k_diffusion=k_diffusion, peers_module=peers.__file__,
+                default=resolved_default(model.sde, args.nfe), k_diffusion=k_diffusion,
+                peers_module=peers.__file__,
                 peers_sha256=hashlib.sha256(Path(peers.__file__).read_bytes()).hexdigest(),
                 absent_peers=peers.absent_peers(), quick=args.quick)
 
