@@ -261,6 +261,21 @@ def check_sampling(config) -> None:
         require_name(config, "sampling.solver", [AUTO, *SOLVERS])
         require_name(config, "sampling.schedule", [AUTO, *SCHEDULES])
         require_count(config, "sampling.steps")
+        check_solver_knobs(s)
+
+
+def check_solver_knobs(s) -> None:
+    """The options of the named fast solver, refused here rather than when it first samples."""
+    if s.solver == "ddim":
+        require(_is_number(s.eta) and 0 <= s.eta <= 1, "sampling.eta", s.eta, "must lie in [0, 1]")
+    elif s.solver == "heun_churn":
+        require(_is_number(s.churn) and s.churn >= 0, "sampling.churn", s.churn, "must be a number >= 0")
+    elif s.solver == "adams_pc":
+        require(s.order in (1, 2, 3), "sampling.order", s.order, "expected 1, 2 or 3")
+        require(s.prediction in ("data", "noise"), "sampling.prediction", s.prediction,
+                "expected 'data' or 'noise'")
+        require(isinstance(s.lower_order_final, bool), "sampling.lower_order_final", s.lower_order_final,
+                "expected True or False")
 
 
 def check_controllable(config, task: str) -> None:

@@ -28,7 +28,9 @@ from score_sde.sde import SDE, SDES, VESDE, ScoreFn
 from score_sde.train import TrainState, load_into, make_optimizer, read_checkpoint
 
 SAMPLERS = {"pc": pc_sample, "ode": ode_sample, "fast": fast_sample}
-SOLVER_KNOBS = {"ddim": ("eta",), "heun_churn": ("churn",)}  # config.sampling knobs a fast solver takes
+# config.sampling knobs a named fast solver takes ("auto" takes its options from fast.RECOMMENDED)
+SOLVER_KNOBS = {"ddim": ("eta",), "heun_churn": ("churn",),
+                "adams_pc": ("order", "prediction", "lower_order_final")}
 
 
 def sde_from_config(config: ml_collections.ConfigDict) -> SDE:

@@ -314,3 +314,23 @@ def test_recommended_settings_beat_the_old_default_on_a_problem_of_neither_half(
         return (x - reference).norm(dim=1).mean().item()
     for nfe in (10, 20):
         assert error(nfe) < 0.9 * error(nfe, solver="adams_pc", schedule="logsnr", order=2), nfe
+
+
+def test_config_knobs_reach_a_named_adams_pc_and_auto_is_recorded_resolved():
+    """sampling.order / prediction / lower_order_final go to a named adams_pc, not to "auto"; the record
+    of a run names what "auto" resolved to, options included."""
+    import configs
+    import run_lib
+    from score_sde.api import sampler_kwargs
+
+    config = configs.load_config("vp_toy")
+    config.sampling.method, config.sampling.steps = "fast", 10
+    assert sampler_kwargs(config) == dict(solver="auto", steps=10, schedule="auto",
+                                          denoise=config.sampling.noise_removal)
+    solver, schedule, options = recommended_settings(VPSDE(), 10)
+    resolved = run_lib.resolved_sampler_kwargs(config, VPSDE())
+    assert (resolved["solver"], resolved["schedule"]) == (solver, schedule)
+    assert all(resolved[k] == v for k, v in options.items())
+    config.sampling.solver, config.sampling.prediction, config.sampling.order = "adams_pc", "noise", 3
+    kwargs = sampler_kwargs(config)
+    assert (kwargs["prediction"], kwargs["order"], kwargs["lower_order_final"]) == ("noise", 3, False)
