@@ -10,8 +10,8 @@ each NFE of --nfe (default 10 and 20), in batches on the CPU:
 
   ours (--ours): fast_sample with `solver:schedule[:key=value...]` (e.g. adams_pc:logsnr:order=3), steps =
       NFE (NFE // 2 for the two-evaluation solvers heun and heun_churn); `default` is fast_sample with no
-      solver or schedule given, whatever its defaults are (what they resolved to at each NFE is
-      recorded when score_sde.sampling.fast has recommended_settings);
+      solver or schedule given ("auto"; what that resolved to at each NFE is recorded, from
+      fast.recommended_settings);
   k-diffusion (--peers): `name:schedule[:zero]` through benchmarks/peers.py on our grid time_grid(sde,
       schedule, steps, eps); with `zero` k-diffusion appends σ = 0 and its last step returns x̂₀, which
       costs an evaluation, so such rows take one step fewer for the same NFE.
@@ -97,16 +97,13 @@ def parse_peer(item, available):
     if name not in available or schedule not in SCHEDULES:
         raise ValueError(f"--peers item {item!r}: expected name:schedule[:zero] with a name in "
                          f"{sorted(available)} and a schedule in {sorted(SCHEDULES)}")
-    if zero and not getattr(available[name], "final_zero_works", True):
+    if zero and not available[name].final_zero_works:
         raise ValueError(f"--peers item {item!r}: {name} cannot end at sigma = 0; drop ':zero'")
-    family = getattr(available[name], "library", name.split(":")[0])  # "k-diffusion", "diffusers"
-    return dict(label=item, family=family, peer=name, schedule=schedule, final_zero=zero)
+    return dict(label=item, family=available[name].library, peer=name, schedule=schedule, final_zero=zero)
 
 
 def resolved_default(sde, nfes):
-    """What fast_sample's defaults are for this SDE at each NFE, when score_sde.sampling.fast says."""
-    if not hasattr(fast, "recommended_settings"):
-        return "fast_sample defaults"
+    """What fast_sample's defaults ("auto") resolve to for this SDE at each NFE."""
     return {str(nfe): dict(zip(("solver", "schedule", "options"), fast.recommended_settings(sde, nfe)))
             for nfe in nfes}
 
@@ -211,7 +208,6 @@ def summary_lines(rows, floor):
                          f"distance {default['distance']:.3f} vs {best['distance']:.3f}")
     lines += [f"data floor: MNIST-FID {v['fid']:.2f} of {n} training images" for n, v in floor.items()]
     return lines
-
 
 
 def arguments():

@@ -165,31 +165,63 @@ def peer_candidates():
 
 
 def run_cell(config, sde, score_fn, x_T, nfe, eps, x_ref):
-    """(error, nfe made, seconds), or None when the config cannot spend this budget."""
-    start = time.perf_counter()
+    """(error, nfe made), or None when the config cannot spend this budget."""
     out = config.run(sde, score_fn, x_T, nfe, eps)
     if out is None:
         return None
     x, made = out
     if made > nfe:
         raise RuntimeError(f"{config.label} made {made} evaluations for a budget of {nfe}")
-    return mean_error(x, x_ref), made, time.perf_counter() - start
+    return mean_error(x, x_ref), made
 
 
 def problem_rows(problem, configs, nfe_levels, args):
-    rows = []
+    """Every configuration on one problem: (rows, {sde: the reference solve's NFE})."""
+    rows, reference_nfe = [], {}
     for sde_cls, eps in SDES:
         sde = sde_cls()
         score_fn, x_T = problem.mixture.score_fn(sde), p_T_samples(problem, sde, args.samples, args.seed)
-        x_ref, ref_nfe = reference_flow(problem, sde, eps, x_T)
+        x_ref, reference_nfe[sde_cls.__name__] = reference_flow(problem, sde, eps, x_T)
         for nfe, config in itertools.product(nfe_levels, configs):
             cell = run_cell(config, sde, score_fn, x_T, nfe, eps, x_ref)
             if cell is not None:
-                rows.append(dict(problem=problem.name, kind=problem.kind, half=problem.half,
-                                 sde=sde_cls.__name__, target_nfe=nfe, family=config.family,
-                                 config=config.label, error=cell[0], nfe=cell[1], seconds=cell[2],
-                                 reference_nfe=ref_nfe))
+                rows.append(dict(problem=problem.name, half=problem.half, sde=sde_cls.__name__,
+                                 target_nfe=nfe, family=config.family, config=config.label, error=cell[0],
+                                 nfe=cell[1]))
+    return rows, reference_nfe
+
+
+# ---- the rows on disk: one table per configuration (31,000 rows as dicts would take 10 MB) ----
+
+
+def packed(rows, problems):
+    """{config: {"family", "<sde>/<nfe>": [[error (6 significant digits), NFE made] or null per problem]}}."""
+    order, table = {name: k for k, name in enumerate(problems)}, {}
+    for r in rows:
+        entry = table.setdefault(r["config"], {"family": r["family"]})
+        cells = entry.setdefault(f"{r['sde']}/{r['target_nfe']}", [None] * len(problems))
+        cells[order[r["problem"]]] = [float(f"{r['error']:.6g}"), r["nfe"]]
+    return table
+
+
+def unpacked(table, halves):
+    """The rows of a packed table; halves: {problem: "tune" or "check"}, in the table's problem order."""
+    rows = []
+    for config, entry in table.items():
+        for key, cells in entry.items():
+            if key == "family":
+                continue
+            sde, nfe = key.split("/")
+            rows += [dict(problem=problem, half=halves[problem], sde=sde, target_nfe=int(nfe),
+                          family=entry["family"], config=config, error=cell[0], nfe=cell[1])
+                     for problem, cell in zip(halves, cells) if cell is not None]
     return rows
+
+
+def write_json(path, results):
+    """One top-level key a line: the tables stay small and the summary readable."""
+    lines = [f"{json.dumps(key)}: {json.dumps(value)}" for key, value in results.items()]
+    path.write_text("{\n" + ",\n".join(lines) + "\n}\n")
 
 
 # ---- choosing on the tune half, judging on the check half ----
@@ -208,12 +240,10 @@ class Errors:
     times."""
 
     def __init__(self, rows):
-        self.rows, self.index = rows, {}
+        self.rows, self.index, self.configs = rows, {}, {}
         for r in rows:
             key = (r["config"], r["half"], r["sde"], r["target_nfe"])
             self.index.setdefault(key, {})[r["problem"]] = r["error"]
-        self.configs = {}
-        for r in rows:
             self.configs.setdefault((r["family"], r["sde"], r["target_nfe"]), set()).add(r["config"])
 
 
@@ -399,17 +429,18 @@ def measure(args, nfe_levels):
           f"{[p.name for p in problems.values() if p.half == 'tune']}), {args.samples} points each, "
           f"{len(configs)} configurations ({len(peers)} of the peers'), NFE {nfe_levels}, float64, 1 thread",
           flush=True)
-    start, rows = time.perf_counter(), []
+    start, rows, reference_nfe = time.perf_counter(), [], {}
     for problem in problems.values():
         problem_start = time.perf_counter()
-        rows += problem_rows(problem, configs, nfe_levels, args)
+        new_rows, reference_nfe[problem.name] = problem_rows(problem, configs, nfe_levels, args)
+        rows += new_rows
         seconds = time.perf_counter() - problem_start
         print(f" {problem.name} ({problem.half}, {problem.dim}-D): {seconds:.0f} s", flush=True)
     metadata = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), machine=platform.node(),
                     torch=torch.__version__, threads=1, dtype="float64", samples=args.samples, seed=args.seed,
                     quick=args.quick, nfe_levels=nfe_levels, coin_seed=COIN_SEED, reference_tol=REFERENCE_TOL,
                     sdes={cls.__name__: eps for cls, eps in SDES}, absent_peers=absent,
-                    halves={p.name: p.half for p in problems.values()},
+                    halves={p.name: p.half for p in problems.values()}, reference_nfe=reference_nfe,
                     seconds=time.perf_counter() - start)
     return rows, metadata
 
@@ -424,7 +455,7 @@ def report(rows, metadata):
         print("\n".join(cell_lines(cells[half], half)))
     for half in ("tune", "check"):
         print(summary_line(summaries[half], half))
-    return dict(metadata=metadata, summary=summaries, cells=cells, rows=rows)
+    return dict(metadata=metadata, summary=summaries, cells=cells, table=packed(rows, metadata["halves"]))
 
 
 def main():
@@ -433,18 +464,20 @@ def main():
         return replot(args.replot, args.png, write_png)
     if args.report:  # the report again from saved rows, written back beside them
         saved = json.loads(args.report.read_text())
-        return save(report(saved["rows"], saved["metadata"]), args.report, args.png)
+        rows = unpacked(saved["table"], saved["metadata"]["halves"])
+        return save(report(rows, saved["metadata"]), args.report, args.png)
     torch.set_num_threads(1)
     measured = measure(args, QUICK_NFE_LEVELS if args.quick else NFE_LEVELS)
     if measured is None:
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(metadata=measured[1], rows=measured[0])) + "\n")  # rows first, safe
-    save(report(*measured), args.out, args.png)
+    rows, metadata = measured
+    write_json(args.out, dict(metadata=metadata, table=packed(rows, metadata["halves"])))  # rows first, safe
+    save(report(rows, metadata), args.out, args.png)
 
 
 def save(results, out, png):
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_json(out, results)
     if have_matplotlib():
         write_png(results, png)
         print(f"\nwrote {out} and {png}")
