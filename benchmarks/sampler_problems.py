@@ -19,6 +19,9 @@ from score_sde.sampling import ode_sample
 from score_sde.sde import SDE
 
 COIN_SEED = 19
+# The fresh check half: six new problems, one of each kind, drawn from this seed (fixed on 2026-12-06, before
+# any run on them) after the first check half had been looked at (docs/fast_sampling.md §4).
+FRESH_SEED = 20261206
 REFERENCE_TOL = 1e-10  # rtol = atol of the float64 reference solve of the flow
 
 
@@ -123,6 +126,42 @@ def split(seed=COIN_SEED):
         tune, check = (first, second) if coin.random() < 0.5 else (second, first)
         problems[tune.name] = dataclasses.replace(tune, half="tune")
         problems[check.name] = dataclasses.replace(check, half="check")
+    return problems
+
+
+def fresh_problems(seed=FRESH_SEED):
+    """{name: Problem} with half "fresh": one new problem of each kind, its sizes, weights, means, spreads and
+    (for the scale kind) the side of unit scale drawn from `seed`, so that nobody chose them."""
+    rng, g = random.Random(seed), _generator(seed)
+
+    def weights(k):
+        return [rng.uniform(0.2, 1.0) for _ in range(k)]
+
+    def stds(k, low, high):
+        return [rng.uniform(low, high) for _ in range(k)]
+
+    def means(k, d, spread):
+        return spread * torch.randn(k, d, generator=g, dtype=torch.float64)
+
+    made = []
+    k, d = rng.choice((2, 3, 4)), rng.choice((2, 3))
+    made.append(("separated", GaussianMixture(weights(k), means(k, d, 6.0), stds(k, 0.3, 0.7))))
+    k, d = rng.choice((2, 3)), rng.choice((2, 3))
+    made.append(("overlapping", GaussianMixture(weights(k), means(k, d, 0.7), stds(k, 0.5, 1.2))))
+    k, d = rng.choice((2, 3)), rng.choice((2, 3))
+    variances = [[10 ** rng.uniform(-2, math.log10(4)) for _ in range(d)] for _ in range(k)]
+    made.append(("anisotropic", GaussianMixture(weights(k), means(k, d, 2.0),
+                                                covs=_rotated_covariances(variances, seed=seed))))
+    modes = rng.choice((5, 7))
+    made.append(("ring", _ring(modes, rng.uniform(2.5, 4.5), rng.uniform(0.25, 0.5),
+                               weights=[rng.uniform(1.0, 3.0) for _ in range(modes)])))
+    made.append(("dimension", GaussianMixture(weights(4), means(4, 32, 1.2), stds(4, 0.5, 1.2))))
+    scale = rng.choice((0.1, 10.0))
+    made.append(("scale", _scaled(GaussianMixture(weights(3), means(3, 3, 2.0), stds(3, 0.3, 0.6)), scale)))
+    problems = {}
+    for kind, mixture in made:
+        name = f"fresh_{kind}"
+        problems[name] = Problem(name, kind, mixture, half="fresh")
     return problems
 
 
