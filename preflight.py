@@ -276,6 +276,8 @@ def check_solver_knobs(s) -> None:
                 "expected 'data' or 'noise'")
         require(isinstance(s.lower_order_final, bool), "sampling.lower_order_final", s.lower_order_final,
                 "expected True or False")
+        require(_is_number(s.damping) and s.damping >= 0, "sampling.damping", s.damping,
+                "must be a number >= 0")
 
 
 def check_controllable(config, task: str) -> None:

@@ -30,7 +30,7 @@ from score_sde.train import TrainState, load_into, make_optimizer, read_checkpoi
 SAMPLERS = {"pc": pc_sample, "ode": ode_sample, "fast": fast_sample}
 # config.sampling knobs a named fast solver takes ("auto" takes its options from fast.RECOMMENDED)
 SOLVER_KNOBS = {"ddim": ("eta",), "heun_churn": ("churn",),
-                "adams_pc": ("order", "prediction", "lower_order_final")}
+                "adams_pc": ("order", "prediction", "lower_order_final", "damping")}
 
 
 def sde_from_config(config: ml_collections.ConfigDict) -> SDE:

@@ -65,7 +65,7 @@ DROPPED = {
 # Knobs ours have that the original's config lacks.
 OURS = {"data.root", "data.download", "data.num_workers", "eval.bpd_num_items", "eval.bpd_num_repeats",
         "sampling.solver", "sampling.steps", "sampling.schedule", "sampling.eta", "sampling.churn",
-        "sampling.order", "sampling.prediction", "sampling.lower_order_final",
+        "sampling.order", "sampling.prediction", "sampling.lower_order_final", "sampling.damping",
         "eval.features",
         "eval.inception_weights", "eval.mnist_classifier", "eval.download", "eval.stats", "eval.stats_split",
         "eval.stats_features", "training.precision", "training.compile", "sampling.compile",

@@ -15,18 +15,22 @@ AUTO = "auto"  # solver or schedule: the recommended one for the SDE and steps
 # The default solver, grid and solver options per SDE and number of steps, chosen on the tune half of
 # benchmarks/sampler_suite.py (docs/fast_sampling.md §4): per SDE class, [(fewest steps, settings)], the
 # last entry whose threshold `steps` reaches applies. Any other SDE gets the VP row.
-# The rows were chosen at 5, 8, 10 and 20 steps; each applies from the geometric midpoint below it.
+# The rows were chosen at 5, 8, 10 and 20 steps; each applies from about the midpoint below it.
+_DATA = dict(prediction="data", lower_order_final=True)  # x̂₀ interpolated, order lowered at the end
 _NOISE = dict(prediction="noise", lower_order_final=True)  # ε̂ interpolated, order lowered at the end
 RECOMMENDED = {
-    VPSDE: [(1, ("adams_pc", "quadratic", dict(order=2, prediction="data", lower_order_final=True))),
-            (7, ("adams_pc", "logsnr", dict(order=3, **_NOISE))),
-            (15, ("adams_pc", "quadratic", dict(order=3, prediction="data", lower_order_final=True)))],
-    subVPSDE: [(1, ("adams_pc", "uniform", dict(order=2, prediction="data", lower_order_final=True))),
+    VPSDE: [(1, ("adams_pc", "quadratic", dict(order=2, **_DATA, damping=0.25))),
+            (7, ("adams_pc", "quadratic", dict(order=2, **_DATA, damping=0.5))),
+            (10, ("adams_pc", "quadratic", dict(order=2, **_DATA, damping=0.25))),
+            (15, ("adams_pc", "quadratic", dict(order=3, **_DATA, damping=1.0)))],
+    subVPSDE: [(1, ("adams_pc", "uniform", dict(order=2, prediction="data", lower_order_final=False,
+                                                damping=1.0))),
                (7, ("adams_pc", "uniform", dict(order=2, **_NOISE))),
+               (10, ("adams_pc", "uniform", dict(order=3, **_NOISE, damping=2.0))),
                (15, ("adams_pc", "uniform", dict(order=3, **_NOISE)))],
-    VESDE: [(1, ("dpmpp_2m", "logsnr", {})),
+    VESDE: [(1, ("adams_pc", "logsnr", dict(order=2, **_DATA, damping=0.25))),
             (7, ("adams_pc", "karras", dict(order=3, **_NOISE))),
-            (10, ("adams_pc", "karras", dict(order=2, **_NOISE))),
+            (10, ("adams_pc", "karras", dict(order=3, **_NOISE, damping=0.25))),
             (15, ("adams_pc", "karras", dict(order=3, **_NOISE)))],
 }
 

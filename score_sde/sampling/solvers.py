@@ -94,6 +94,17 @@ def _lagrange_weights(nodes, kernel):
     return weights
 
 
+def damped_weights(rule, nodes: Sequence[float], h: float, damping: float) -> list[float]:
+    """The weights rule(nodes, h) of the polynomial P through nodes (oldest first), for P' + c·(P − P') with
+    P' through all but the oldest node and c = 1/(1 + damping·h): P's highest divided difference times c."""
+    weights = rule(nodes, h)
+    if damping == 0 or len(nodes) < 2:
+        return weights
+    c = 1 / (1 + damping * h)
+    lower = [0.0, *rule(nodes[1:], h)]
+    return [c * full + (1 - c) * low for full, low in zip(weights, lower)]
+
+
 def linear_step(x: torch.Tensor, grid: Grid, i: int, terms: Iterable[tuple[float, torch.Tensor]]
                 ) -> torch.Tensor:
     """(s_{i+1}/s_i)·x + m_{i+1}·Σ w·x̂₀ over terms [(w, x̂₀), ...]."""
@@ -239,14 +250,22 @@ class AdamsPC:
     while x̂₀ grows like e^λ, near it the reverse, so each is exact where the other is poor
     (docs/fast_sampling.md §2). lower_order_final: the last steps use at most as many nodes as steps remain
     (the last one order 1 before its corrector-free end), as DPM-Solver and UniPC do below 15 steps.
+    damping: the predictor's polynomial P through its nodes becomes P' + c·(P − P'), P' the polynomial
+    through all nodes but the oldest and c = 1/(1 + damping·h): its highest difference is damped on long
+    steps, where x̂₀ saturates between its nodes and an extrapolated polynomial overshoots. c = 1 − O(h), so
+    the predictor's local error keeps its order, and so does the method (docs/fast_sampling.md §2). 0 (the
+    default) is the exact polynomial; the corrector is never damped.
     """
 
-    def __init__(self, order: int = 2, prediction: str = "data", lower_order_final: bool = False):
+    def __init__(self, order: int = 2, prediction: str = "data", lower_order_final: bool = False,
+                 damping: float = 0.0):
         if order not in (1, 2, 3):
             raise ValueError(f"order must be 1, 2 or 3, got {order}")
         if prediction not in ("data", "noise"):
             raise ValueError(f"prediction must be 'data' or 'noise', got {prediction!r}")
-        self.predictor_order, self.lower_order_final = order, lower_order_final
+        if not damping >= 0:
+            raise ValueError(f"damping must be >= 0, got {damping}")
+        self.predictor_order, self.lower_order_final, self.damping = order, lower_order_final, damping
         self.noise = prediction == "noise"
         self.history = []  # [(x̂₀ or ε̂, λ)] of earlier grid points, newest last
         self.current = None  # the prediction at the current point (evaluated at the predicted point)
@@ -258,7 +277,7 @@ class AdamsPC:
             self.current = self._predict(x, grid, i, denoiser)
         self.history = [*self.history, (self.current, grid.log_snr[i])][-self.predictor_order:]
         nodes = self.history[-(last - i):] if self.lower_order_final else self.history
-        x_predicted = self._integrate(x, grid, i, nodes)
+        x_predicted = self._integrate(x, grid, i, nodes, self.damping)
         if i + 1 == last:
             return x_predicted
         self.current = self._predict(x_predicted, grid, i + 1, denoiser)
@@ -268,14 +287,16 @@ class AdamsPC:
         x0 = denoiser.at(x, grid, i)
         return (x - grid.m[i] * x0) / grid.s[i] if self.noise else x0
 
-    def _integrate(self, x, grid, i, nodes):
-        """The exact step for the prediction interpolated through nodes [(x̂₀ or ε̂, λ)]."""
+    def _integrate(self, x, grid, i, nodes, damping=0.0):
+        """The exact step for the prediction interpolated through nodes [(x̂₀ or ε̂, λ)], oldest first, its
+        highest difference damped by `damping` (see the class)."""
         h, lam = grid.h(i), grid.log_snr[i]
         units = [(node_lam - lam) / h for _, node_lam in nodes]
+        weights = damped_weights(noise_weights if self.noise else exponential_weights, units, h, damping)
         if not self.noise:
-            return linear_step(x, grid, i, list(zip(exponential_weights(units, h), (v for v, _ in nodes))))
+            return linear_step(x, grid, i, list(zip(weights, (v for v, _ in nodes))))
         out = (grid.m[i + 1] / grid.m[i]) * x
-        for weight, (eps_hat, _) in zip(noise_weights(units, h), nodes):
+        for weight, (eps_hat, _) in zip(weights, nodes):
             out = out - (grid.m[i + 1] * math.exp(-lam) * weight) * eps_hat
         return out
 
