@@ -99,6 +99,8 @@ def test_bad_setting_is_refused_through_main_before_the_first_step(tmp_path, ove
      "config.sampling.prediction='eps'"),
     ({"sampling.method": "fast", "sampling.solver": "adams_pc", "sampling.order": 4},
      "config.sampling.order=4"),
+    ({"sampling.method": "fast", "sampling.solver": "adams_pc", "sampling.damping": -1.0},
+     "config.sampling.damping=-1.0"),
     ({"sampling.method": "fast", "sampling.solver": "ddim", "sampling.eta": 1.5}, "config.sampling.eta=1.5"),
     ({"sampling.method": "euler"}, "config.sampling.method='euler'"),
     ({"sampling.method": "ode", "sampling.compile": "default"}, "config.sampling.compile='default'"),
