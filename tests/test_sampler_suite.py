@@ -14,7 +14,7 @@ def row(config, family, problem, error, nfe=10):
                 config=config, error=error, nfe=nfe)
 
 
-def test_rows_survive_the_packed_table_to_six_digits():
+def test_rows_survive_the_packed_table_to_five_digits():
     rows = [row("default", "ours", "a", 0.123456789), row("default", "ours", "c", 2.0, nfe=9),
             row("kdiff:euler/logsnr", "peer", "b", 1e-7 / 3)]
     back = sampler_suite.unpacked(sampler_suite.packed(rows, HALVES), HALVES)
@@ -22,7 +22,7 @@ def test_rows_survive_the_packed_table_to_six_digits():
     assert sorted(map(key, back)) == sorted(map(key, rows))
     for original in rows:
         restored = next(r for r in back if key(r) == key(original))
-        assert abs(restored["error"] - original["error"]) <= 5e-6 * original["error"]
+        assert abs(restored["error"] - original["error"]) <= 5e-5 * original["error"]
         assert {k: v for k, v in restored.items() if k != "error"} == \
             {k: v for k, v in original.items() if k != "error"}
 
