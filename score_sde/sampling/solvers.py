@@ -13,7 +13,7 @@ step makes no host synchronisation. docs/fast_sampling.md derives each rule.
 """
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -94,7 +94,8 @@ def _lagrange_weights(nodes, kernel):
     return weights
 
 
-def damped_weights(rule, nodes: Sequence[float], h: float, damping: float) -> list[float]:
+def damped_weights(rule: Callable[[Sequence[float], float], list[float]], nodes: Sequence[float], h: float,
+                   damping: float) -> list[float]:
     """The weights rule(nodes, h) of the polynomial P through nodes (oldest first), for P' + c·(P − P') with
     P' through all but the oldest node and c = 1/(1 + damping·h): P's highest divided difference times c."""
     weights = rule(nodes, h)
