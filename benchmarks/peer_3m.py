@@ -28,9 +28,9 @@ import types
 
 import torch
 from peers import HalfWeight3M, import_k_diffusion_sampling  # benchmarks/ is on sys.path
+from sampler_problems import REFERENCE_TOL, mean_error, p_T_samples, reference_flow
 
 from score_sde.analytic import GaussianMixture
-from score_sde.sampling import ode_sample
 from score_sde.sampling.fast import fast_sample
 from score_sde.sampling.schedules import time_grid
 from score_sde.sampling.solvers import Denoiser, DPMSolverPP3M, Grid
@@ -41,7 +41,6 @@ SDES = ((VPSDE, 1e-3), (VESDE, 1e-5))
 STEPS = (5, 10, 20, 40, 80, 160)
 TRACE_STEPS = 10
 TRACED = ("gaussian", "mixture")
-REFERENCE_TOL = 1e-10
 PROBLEMS = {
     "gaussian": GaussianMixture([1.0], [[1.0, -0.5, 0.5]], [0.5]),
     # std near σ(eps) ≈ 0.01: the h³ term of the global error does not cancel (docs/fast_sampling.md)
@@ -51,13 +50,6 @@ PROBLEMS = {
 }
 
 
-def p_T_samples(mixture: GaussianMixture, sde: SDE, num: int, seed: int) -> torch.Tensor:
-    """Exact samples of p_T: exact data pushed through the forward kernel, [num, 3]."""
-    g = torch.Generator().manual_seed(seed)
-    m, s = (v.item() for v in sde.marginal_coefficients(torch.tensor([sde.T], dtype=DTYPE)))
-    return m * mixture.sample(num, generator=g) + s * torch.randn(num, 3, generator=g, dtype=DTYPE)
-
-
 def gaussian_exact_flow(mixture: GaussianMixture, sde: SDE, eps: float, x_T: torch.Tensor) -> torch.Tensor:
     """The flow's image at eps of x_T for one-component data N(μ, c²I): (x − m·μ)/√(m²c² + s²) is constant."""
     mu, c = mixture.means[0], mixture.stds[0].item()
@@ -65,12 +57,6 @@ def gaussian_exact_flow(mixture: GaussianMixture, sde: SDE, eps: float, x_T: tor
                                                                                           dtype=DTYPE)))
     z = (x_T - m_T * mu) / math.sqrt(m_T**2 * c**2 + s_T**2)
     return m_e * mu + math.sqrt(m_e**2 * c**2 + s_e**2) * z
-
-
-def reference_flow(mixture: GaussianMixture, sde: SDE, eps: float, x_T: torch.Tensor) -> torch.Tensor:
-    """A float64 adaptive solve of the flow from x_T to eps (rtol = atol = REFERENCE_TOL)."""
-    return ode_sample(sde, mixture.score_fn(sde), x_T.shape, rtol=REFERENCE_TOL, atol=REFERENCE_TOL, eps=eps,
-                      z=x_T)[0]
 
 
 def run_ours(solver: DPMSolverPP3M, sde: SDE, score_fn: ScoreFn, x_T: torch.Tensor, steps: int, eps: float
@@ -146,10 +132,6 @@ def trace_lines(sampling: types.ModuleType, name: str, num: int, seed: int) -> l
     return lines
 
 
-def mean_error(x: torch.Tensor, x_ref: torch.Tensor) -> float:
-    return (x - x_ref).norm(dim=1).mean().item()
-
-
 def convergence_rows(sampling: types.ModuleType, num: int, seed: int) -> tuple[list, float]:
     """Mean error against the flow of ours, the half-weight variant and k-diffusion, per problem, SDE and
     steps; and the largest relative gap between the half-weight variant and k-diffusion."""
@@ -159,10 +141,10 @@ def convergence_rows(sampling: types.ModuleType, num: int, seed: int) -> tuple[l
             sde = sde_cls()
             score_fn, x_T = mixture.score_fn(sde), p_T_samples(mixture, sde, num, seed)
             exact = gaussian_exact_flow(mixture, sde, eps, x_T) if len(mixture.weights) == 1 else None
-            x_ref = reference_flow(mixture, sde, eps, x_T) if exact is None else exact
+            x_ref = reference_flow(mixture, sde, eps, x_T)[0] if exact is None else exact
             row = dict(problem=name, sde=sde_cls.__name__, errors={})
             if exact is not None:
-                row["ode_error"] = mean_error(reference_flow(mixture, sde, eps, x_T), exact)
+                row["ode_error"] = mean_error(reference_flow(mixture, sde, eps, x_T)[0], exact)
             for steps in STEPS:
                 ours = fast_sample(sde, score_fn, x_T.shape, solver="dpmpp_3m", steps=steps,
                                    schedule="logsnr", eps=eps, z=x_T, dtype=DTYPE)[0]

@@ -165,17 +165,17 @@ def fresh_problems(seed=FRESH_SEED):
     return problems
 
 
-def p_T_samples(problem, sde: SDE, num, seed):
+def p_T_samples(mixture: GaussianMixture, sde: SDE, num, seed):
     """Exact samples of p_T: exact data pushed through the forward kernel, [num, *event_shape]."""
     g = _generator(seed)
     m, s = (v.item() for v in sde.marginal_coefficients(torch.tensor([sde.T], dtype=torch.float64)))
-    x0 = problem.mixture.sample(num, generator=g)
+    x0 = mixture.sample(num, generator=g)
     return m * x0 + s * torch.randn(x0.shape, generator=g, dtype=torch.float64)
 
 
-def reference_flow(problem, sde: SDE, eps, x_T):
+def reference_flow(mixture: GaussianMixture, sde: SDE, eps, x_T):
     """(x at eps, nfe): the float64 adaptive solve of the flow from x_T at rtol = atol = REFERENCE_TOL."""
-    return ode_sample(sde, problem.mixture.score_fn(sde), x_T.shape, rtol=REFERENCE_TOL, atol=REFERENCE_TOL,
+    return ode_sample(sde, mixture.score_fn(sde), x_T.shape, rtol=REFERENCE_TOL, atol=REFERENCE_TOL,
                       eps=eps, z=x_T)
 
 

@@ -201,8 +201,9 @@ def problem_rows(problem, configs, nfe_levels, args):
     rows, reference_nfe = [], {}
     for sde_cls, eps in SDES:
         sde = sde_cls()
-        score_fn, x_T = problem.mixture.score_fn(sde), p_T_samples(problem, sde, args.samples, args.seed)
-        x_ref, reference_nfe[sde_cls.__name__] = reference_flow(problem, sde, eps, x_T)
+        mixture = problem.mixture
+        score_fn, x_T = mixture.score_fn(sde), p_T_samples(mixture, sde, args.samples, args.seed)
+        x_ref, reference_nfe[sde_cls.__name__] = reference_flow(mixture, sde, eps, x_T)
         for nfe, config in itertools.product(nfe_levels, configs):
             cell = run_cell(config, sde, score_fn, x_T, nfe, eps, x_ref)
             if cell is not None:
