@@ -22,6 +22,9 @@ COIN_SEED = 19
 # The fresh check half: six new problems, one of each kind, drawn from this seed (fixed on 2026-12-06, before
 # any run on them) after the first check half had been looked at (docs/fast_sampling.md §4).
 FRESH_SEED = 20261206
+# The second fresh half, drawn the same way from this seed (fixed on 2026-12-06, before any run on it), after
+# the first fresh half had been looked at: it judges the defaults chosen on the eighteen problems before it.
+FRESH2_SEED = 2026120602
 REFERENCE_TOL = 1e-10  # rtol = atol of the float64 reference solve of the flow
 
 
@@ -129,8 +132,8 @@ def split(seed=COIN_SEED):
     return problems
 
 
-def fresh_problems(seed=FRESH_SEED):
-    """{name: Problem} with half "fresh": one new problem of each kind, its sizes, weights, means, spreads and
+def fresh_problems(seed=FRESH_SEED, half="fresh"):
+    """{name: Problem} with this half ("fresh" or "fresh2"): one new problem of each kind, its sizes, weights, means, spreads and
     (for the scale kind) the side of unit scale drawn from `seed`, so that nobody chose them."""
     rng, g = random.Random(seed), _generator(seed)
 
@@ -160,8 +163,8 @@ def fresh_problems(seed=FRESH_SEED):
     made.append(("scale", _scaled(GaussianMixture(weights(3), means(3, 3, 2.0), stds(3, 0.3, 0.6)), scale)))
     problems = {}
     for kind, mixture in made:
-        name = f"fresh_{kind}"
-        problems[name] = Problem(name, kind, mixture, half="fresh")
+        name = f"{half}_{kind}"
+        problems[name] = Problem(name, kind, mixture, half=half)
     return problems
 
 
