@@ -24,7 +24,7 @@ from score_sde.sampling.correctors import CORRECTORS
 from score_sde.sampling.fast import AUTO
 from score_sde.sampling.predictors import PREDICTORS
 from score_sde.sampling.schedules import SCHEDULES
-from score_sde.sampling.solvers import SOLVERS
+from score_sde.sampling.solvers import ADAMS_ORDERS, SOLVERS
 from score_sde.sde import SDES
 from score_sde.time_sampling import T_SAMPLINGS
 from score_sde.train import OPTIMIZERS
@@ -271,7 +271,7 @@ def check_solver_knobs(s) -> None:
     elif s.solver == "heun_churn":
         require(_is_number(s.churn) and s.churn >= 0, "sampling.churn", s.churn, "must be a number >= 0")
     elif s.solver == "adams_pc":
-        require(s.order in (1, 2, 3), "sampling.order", s.order, "expected 1, 2 or 3")
+        require(s.order in ADAMS_ORDERS, "sampling.order", s.order, f"expected one of {ADAMS_ORDERS}")
         require(s.prediction in ("data", "noise"), "sampling.prediction", s.prediction,
                 "expected 'data' or 'noise'")
         require(isinstance(s.lower_order_final, bool), "sampling.lower_order_final", s.lower_order_final,

@@ -133,8 +133,8 @@ def split(seed=COIN_SEED):
 
 
 def fresh_problems(seed=FRESH_SEED, half="fresh"):
-    """{name: Problem} with this half ("fresh" or "fresh2"): one new problem of each kind, its sizes, weights, means, spreads and
-    (for the scale kind) the side of unit scale drawn from `seed`, so that nobody chose them."""
+    """{name: Problem} in this half ("fresh" or "fresh2"): one new problem of each kind, its sizes, weights,
+    means, spreads and (for the scale kind) the side of unit scale drawn from `seed`, so nobody chose them."""
     rng, g = random.Random(seed), _generator(seed)
 
     def weights(k):

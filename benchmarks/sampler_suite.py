@@ -1,39 +1,43 @@
-"""Our fast samplers against the peers' own code on eighteen exact problems: tune, check and fresh halves.
+"""Our fast samplers against the peers' own code on 24 exact problems: choice halves and a fresh verdict half.
 
 The acceptance benchmark of issue 19. The problems (benchmarks/sampler_problems.py) are Gaussian mixtures with
 exact scores, in six pairs (separated and overlapping modes, anisotropic full covariances, rings, 16 and 64
 dimensions, data at scale 0.1 and 10); a seeded coin put one member of each pair in the **tune** half and the
-other in the **check** half. The check half was looked at once with the defaults of 2026-12-05; the defaults
-chosen after that are judged on a **fresh** half, one new problem of each kind drawn from a seed fixed before
-any run on it (sampler_problems.fresh_problems). Per problem and SDE (VP and sub-VP to eps = 1e-3, VE to
-1e-5), SAMPLES points start from exact p_T samples, and each sampler's result at eps is compared with a
-float64 adaptive solve of the same flow from the same points (rtol = atol = 1e-10): the mean per-sample
-Euclidean error. Every sampler runs at NFE 5, 8, 10 and 20 score evaluations, in float64 on one CPU thread.
+other in the **check** half. Two more halves of one new problem of each kind, **fresh** and **fresh2**, were
+drawn from seeds fixed before any run on them (sampler_problems.fresh_problems). Each verdict half, once
+looked at, became a choice half: the check half judged the defaults of 2026-12-05, the fresh half those of
+2026-12-06's morning, and the defaults since are chosen on all eighteen (CHOICE_HALVES) and judged on fresh2
+(VERDICT_HALF). Per problem and SDE (VP and sub-VP to eps = 1e-3, VE to 1e-5), SAMPLES points start from
+exact p_T samples, and each sampler's result at eps is compared with a float64 adaptive solve of the same flow
+from the same points (rtol = atol = 1e-10): the mean per-sample Euclidean error. Every sampler runs at NFE 5,
+8, 10 and 20 score evaluations, in float64 on one CPU thread.
 
 - **ours**: every deterministic solver of score_sde.sampling.solvers on every grid of
-  score_sde.sampling.schedules, with its options (adams_pc's order 1–3, prediction, lowered final order
+  score_sde.sampling.schedules, with its options (adams_pc's order 1-4, prediction, lowered final order
   and damping), plain and with a final Tweedie step (`denoise=True`, one evaluation of the budget); and
   **default**: `fast_sample` with no solver and no schedule, i.e. `recommended_settings(sde, steps)`.
 - **peers**: k-diffusion's and diffusers' own samplers (benchmarks/peers.py) on every one of our grids,
   plain and with a final σ = 0 (their usual form: the last step returns x̂₀), and k-diffusion's adaptive
   DPM-Solver at the most accurate of a ladder of tolerances whose NFE fits the budget.
 
-The report, per half: for each SDE and NFE, the candidate of ours that the **tune** half ranks first (fewest
-problems worse than 1.25× the best peer, then fewest losses, then the geometric mean of the ratio), and the
-default's error against the best peer configuration per problem. The acceptance verdict is the fresh half's
-(VERDICT_HALF): at NFE 10 and 20 the default beats the best peer in at least 80 % of the (problem, SDE, NFE)
-cells and is never worse than 1.25× it. The default must be what the tune half chose; the script says where
-they differ.
+The report: for each SDE and NFE, our candidates that the **choice halves** rank first (each problem against
+the peers' best configuration on its own half; fewest problems worse than 1.25x, then fewest losses, then
+the geometric mean of the ratio), and per half the default's error against the peers' best configuration per
+problem. The default's errors are read from the candidate that recommended_settings names (the same
+computation), so defaults set from a run's choice are judged without running again; the report says where
+the run's own default row differs. The acceptance verdict is the fresh2 half's: at NFE 10 and 20 the default
+beats the best peer in at least 80 % of the (problem, SDE, NFE) cells and is never worse than 1.25x it. The
+default must be what the choice halves chose; the script says where they differ.
 
 Run:
     .venv/bin/python benchmarks/sampler_suite.py           # full: 500 points, NFE 5, 8, 10, 20 (minutes)
-    .venv/bin/python benchmarks/sampler_suite.py --quick   # smoke run: 100 points, NFE 10 and 20, fewer
-                                                           # of our candidates; JSON beside the full one
+    .venv/bin/python benchmarks/sampler_suite.py --quick   # smoke run: 100 points, NFE 10 and 20, the
+                                   # tune and fresh2 halves, fewer of our candidates; JSON beside the full one
     .venv/bin/python benchmarks/sampler_suite.py --replot benchmarks/results/sampler_suite.json
     .venv/bin/python benchmarks/sampler_suite.py --report benchmarks/results/sampler_suite.json
 Options: --out (default benchmarks/results/sampler_suite.json), --png (default
-docs/img/sampler_suite.png: per SDE, the default's error over the best peer's on each check and fresh problem,
-against NFE), --samples, --seed.
+docs/img/sampler_suite.png: per SDE, the default's error over the best peer's on each problem of the verdict
+half, against NFE), --samples, --seed.
 """
 import argparse
 import dataclasses
@@ -48,6 +52,7 @@ from pathlib import Path
 import torch
 from sampler_problems import (
     COIN_SEED,
+    FRESH2_SEED,
     FRESH_SEED,
     REFERENCE_TOL,
     fresh_problems,
@@ -71,17 +76,22 @@ WIN_FRACTION, WORST_RATIO = 0.8, 1.25
 EVALUATIONS_PER_STEP = {"heun": 2}
 DAMPINGS = (0.25, 0.5, 1.0, 2.0)  # adams_pc's damping of its predictor's highest difference, beside none
 # Every other solver: no options. dpmpp_3m's weight on D2: ours (2, exact for a quadratic) and the peers' (1).
-# adams_pc's damping acts from order 2 on; a label names it only when it is not 0.
+# adams_pc's damping acts from order 2 on; a label names it only when it is not 0. Order 4 runs only with
+# the lowered final order (its last steps would extrapolate a cubic through nodes far behind): a shorter run.
 SOLVER_OPTIONS = {
     "adams_pc": [dict(order=k, prediction=p, lower_order_final=f, **({"damping": d} if d else {}))
-                 for k in (1, 2, 3) for p in ("data", "noise") for f in (False, True)
-                 for d in (0, *DAMPINGS) if k > 1 or not d],
+                 for k in (1, 2, 3, 4) for p in ("data", "noise") for f in (False, True)
+                 for d in (0, *DAMPINGS) if (k > 1 or not d) and (k < 4 or f)],
     "dpmpp_3m": [dict(second_difference_weight=w) for w in (2.0, 1.0)],
 }
-HALVES = ("tune", "check", "fresh")
-# The half the acceptance verdict reads: "check" was looked at once with the defaults of 2026-12-05, so the
-# defaults chosen after that are judged on problems drawn afresh (sampler_problems.fresh_problems).
-VERDICT_HALF = "fresh"
+# The halves the defaults are chosen on, and the half the acceptance verdict reads. "check" was looked at once
+# with the defaults of 2026-12-05 and "fresh" once with those of 2026-12-06 (morning); each was then seen, so
+# the defaults are now chosen on all eighteen problems and judged on six drawn afresh again, "fresh2"
+# (sampler_problems.fresh_problems with FRESH2_SEED).
+CHOICE_HALVES = ("tune", "check", "fresh")
+VERDICT_HALF = "fresh2"
+HALVES = (*CHOICE_HALVES, VERDICT_HALF)
+QUICK_HALVES = ("tune", VERDICT_HALF)  # --quick: a smoke run, short enough for three minutes on two cores
 ADAPTIVE_RTOLS = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
 
 
@@ -250,7 +260,7 @@ def write_json(path, results):
     path.write_text("{\n" + ",\n".join(lines) + "\n}\n")
 
 
-# ---- choosing on the tune half, judging on the check half ----
+# ---- choosing on the choice halves, judging on the verdict half ----
 
 
 def select(rows, **fields):
@@ -314,17 +324,25 @@ def rank_key(ratio_by_problem):
             float(f"{geometric_mean(values):.4g}"))
 
 
+def choice_halves(errors):
+    return [half for half in CHOICE_HALVES if half_problems(errors, half)]
+
+
 def tune_choice(errors, sde, nfe, top=5):
-    """Our candidates ranked on the tune half against the peers' best configuration there (the default
-    itself excluded): (reference peer label, [(key, config label)])."""
-    reference = best_peer_config(errors, "tune", sde, nfe)
+    """Our candidates (the default itself excluded) ranked on the choice halves, each problem against the
+    peers' best configuration on its own half, as the verdict judges: ({half: reference peer label},
+    [(key, config label)])."""
+    halves = choice_halves(errors)
+    references = {half: best_peer_config(errors, half, sde, nfe) for half in halves}
     labels = sorted(errors.configs.get(("ours", sde, nfe), set()) - {"default"})
-    ranked, problems = [], half_problems(errors, "tune")
+    ranked, problems = [], sum(len(half_problems(errors, half)) for half in halves)
     for label in labels:
-        by_problem = ratios(errors, label, "tune", sde, nfe, reference)
-        if len(by_problem) == len(problems):
+        by_problem = {}
+        for half in halves:
+            by_problem.update(ratios(errors, label, half, sde, nfe, references[half]))
+        if len(by_problem) == problems:
             ranked.append((rank_key(by_problem), label))
-    return reference, sorted(ranked)[:top]
+    return references, sorted(ranked)[:top]
 
 
 def verdict(errors, half, nfe_levels):
@@ -335,7 +353,7 @@ def verdict(errors, half, nfe_levels):
         sde = sde_cls.__name__
         for nfe in nfe_levels:
             reference = best_peer_config(errors, half, sde, nfe)
-            tune_reference = best_peer_config(errors, "tune", sde, nfe)  # chosen as ours was
+            tune_reference = best_peer_config(errors, "tune", sde, nfe)  # chosen on other problems
             default = errors_by_problem(errors, "default", half, sde, nfe)
             tune_ratios = ratios(errors, "default", half, sde, nfe, tune_reference)
             for problem, ratio in ratios(errors, "default", half, sde, nfe, reference).items():
@@ -366,16 +384,18 @@ def default_label(sde, nfe):
 
 
 def tune_lines(errors, nfe_levels):
-    lines = ["\n== tune half: our candidates ranked against the peers' best configuration there (problems "
-             f"worse than {WORST_RATIO}x, losses, geometric mean ratio)"]
+    halves = "+".join(choice_halves(errors))
+    lines = [f"\n== choice halves ({halves}): our candidates ranked against the peers' best configuration on "
+             f"each half (problems worse than {WORST_RATIO}x, losses, geometric mean ratio)"]
     for sde_cls, _ in SDES:
         for nfe in nfe_levels:
             sde = sde_cls.__name__
             default = default_label(sde_cls(), nfe)
-            reference, ranked = tune_choice(errors, sde, nfe)
+            references, ranked = tune_choice(errors, sde, nfe)
             first = ranked and ranked[0][1] == default
-            agrees = "the tune half's first" if first else "NOT the tune half's first"
-            lines.append(f" {sde:<9} NFE {nfe:>2}: peers' best {reference}; default {default} ({agrees})")
+            agrees = "the choice halves' first" if first else "NOT the choice halves' first"
+            peers = ", ".join(f"{half} {label}" for half, label in references.items())
+            lines.append(f" {sde:<9} NFE {nfe:>2}: peers' best {peers}; default {default} ({agrees})")
             for key, label in ranked:
                 lines.append(f"    {key[0]:>2} {key[1]:>2} {key[2]:6.3f}  {label}")
     return lines
@@ -406,17 +426,16 @@ def summary_line(summary, half):
 
 
 def write_png(results, path):
-    """Per SDE: the default's error over the best peer's against NFE, one line per problem of the check and
-    fresh halves (the problems nobody chose on)."""
+    """Per SDE: the default's error over the best peer's against NFE, one line per problem of the verdict
+    half (the problems nobody chose on)."""
     panels = {}
     for sde_cls, _ in SDES:
         lines = {}
-        for half in ("check", "fresh"):
-            for cell in select(results["cells"].get(half, []), sde=sde_cls.__name__):
-                xs, ys = lines.setdefault(cell["problem"], ([], []))
-                xs.append(cell["target_nfe"])
-                ys.append(cell["ratio"])
-        panels[f"{sde_cls.__name__}: default / best peer (check, fresh)"] = lines
+        for cell in select(results["cells"].get(VERDICT_HALF, []), sde=sde_cls.__name__):
+            xs, ys = lines.setdefault(cell["problem"], ([], []))
+            xs.append(cell["target_nfe"])
+            ys.append(cell["ratio"])
+        panels[f"{sde_cls.__name__}: default / best peer ({VERDICT_HALF})"] = lines
     path.parent.mkdir(parents=True, exist_ok=True)
     loglog_png(path, panels, xlabel="score evaluations (NFE)", ylabel="error ratio, default / best peer",
                xticks=results["metadata"]["nfe_levels"])
@@ -454,10 +473,12 @@ def measure(args, nfe_levels):
               "docs/fast_sampling.md §6)")
         return None
     configs = our_candidates(args.quick) + peers
-    problems = split() | fresh_problems()
+    problems = split() | fresh_problems() | fresh_problems(FRESH2_SEED, "fresh2")
+    if args.quick:
+        problems = {name: p for name, p in problems.items() if p.half in QUICK_HALVES}
     print(f"{datetime.date.today()}: {len(problems)} problems (coin seed {COIN_SEED}: tune "
-          f"{[p.name for p in problems.values() if p.half == 'tune']}; fresh seed {FRESH_SEED}), "
-          f"{args.samples} points each, "
+          f"{[p.name for p in problems.values() if p.half == 'tune']}; fresh seed {FRESH_SEED}; "
+          f"fresh2 seed {FRESH2_SEED}), {args.samples} points each, "
           f"{len(configs)} configurations ({len(peers)} of the peers'), NFE {nfe_levels}, float64, 1 thread",
           flush=True)
     start, rows, reference_nfe = time.perf_counter(), [], {}
@@ -470,6 +491,7 @@ def measure(args, nfe_levels):
     metadata = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), machine=platform.node(),
                     torch=torch.__version__, threads=1, dtype="float64", samples=args.samples, seed=args.seed,
                     quick=args.quick, nfe_levels=nfe_levels, coin_seed=COIN_SEED, fresh_seed=FRESH_SEED,
+                    fresh2_seed=FRESH2_SEED, choice_halves=CHOICE_HALVES,
                     reference_tol=REFERENCE_TOL, verdict_half=VERDICT_HALF,
                     sdes={cls.__name__: eps for cls, eps in SDES}, absent_peers=absent,
                     halves={p.name: p.half for p in problems.values()}, reference_nfe=reference_nfe,
@@ -477,9 +499,31 @@ def measure(args, nfe_levels):
     return rows, metadata
 
 
+def read_default_from_candidates(errors, nfe_levels):
+    """The default's errors read from the candidate that recommended_settings names (the same computation),
+    so that defaults set by the choice after a run are judged without running again; lines saying where the
+    run's own default row differs (the defaults changed after the run)."""
+    lines = []
+    for sde_cls, _ in SDES:
+        sde = sde_cls.__name__
+        for nfe in nfe_levels:
+            label = default_label(sde_cls(), nfe)
+            for half in HALVES:
+                candidate = errors.index.get((label, half, sde, nfe))
+                if candidate is None:  # not among this run's candidates (--quick): the run's own row
+                    continue
+                measured = errors.index.get(("default", half, sde, nfe), {})
+                if any(f"{measured[p]:.4g}" != f"{e:.4g}" for p, e in candidate.items() if p in measured):
+                    lines.append(f" {sde} NFE {nfe} {half}: the run's default row is not {label}'s (the "
+                                 "defaults changed after the run); the verdict reads " + label)
+                errors.index[("default", half, sde, nfe)] = dict(candidate)
+    return lines
+
+
 def report(rows, metadata):
-    """Prints the tune ranking and both halves' verdicts; returns the results to save."""
+    """Prints the choice ranking and every half's verdict; returns the results to save."""
     errors, nfe_levels = Errors(rows), tuple(metadata["nfe_levels"])
+    print("\n".join(read_default_from_candidates(errors, nfe_levels)))
     print("\n".join(tune_lines(errors, nfe_levels)))
     cells, summaries = {}, {}
     halves = [half for half in HALVES if half_problems(errors, half)]

@@ -50,7 +50,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.eta = 1.0
     sampling.churn = 5.0
     # Ours: adams_pc's options when sampling.solver names it ('auto' sets its own and ignores these):
-    # predictor order 1-3, 'data' or 'noise' prediction, a lowered order on the last steps, and the damping of
+    # predictor order 1-4, 'data' or 'noise' prediction, a lowered order on the last steps, and the damping of
     # the predictor's highest difference on long steps (0: none; solvers.AdamsPC).
     sampling.order = 2
     sampling.prediction = "data"

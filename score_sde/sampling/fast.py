@@ -22,7 +22,7 @@ RECOMMENDED = {
     VPSDE: [(1, ("adams_pc", "quadratic", dict(order=2, **_DATA, damping=0.25))),
             (7, ("adams_pc", "quadratic", dict(order=2, **_DATA, damping=0.5))),
             (10, ("adams_pc", "quadratic", dict(order=2, **_DATA, damping=0.25))),
-            (15, ("adams_pc", "quadratic", dict(order=3, **_DATA, damping=1.0)))],
+            (15, ("adams_pc", "quadratic", dict(order=3, **_DATA, damping=0.25)))],
     subVPSDE: [(1, ("adams_pc", "uniform", dict(order=2, prediction="data", lower_order_final=False,
                                                 damping=1.0))),
                (7, ("adams_pc", "uniform", dict(order=2, **_NOISE))),
@@ -30,8 +30,8 @@ RECOMMENDED = {
                (15, ("adams_pc", "uniform", dict(order=3, **_NOISE)))],
     VESDE: [(1, ("adams_pc", "logsnr", dict(order=2, **_DATA, damping=0.25))),
             (7, ("adams_pc", "karras", dict(order=3, **_NOISE))),
-            (10, ("adams_pc", "karras", dict(order=3, **_NOISE, damping=0.25))),
-            (15, ("adams_pc", "karras", dict(order=3, **_NOISE)))],
+            (10, ("adams_pc", "karras_rho20", dict(order=3, **_NOISE))),
+            (15, ("adams_pc", "karras_rho20", dict(order=4, **_NOISE)))],
 }
 
 
@@ -61,7 +61,8 @@ def fast_sample(sde: SDE, score_fn: ScoreFn, shape: Sequence[int], solver: str =
             options apply unless solver_options are given.
         steps: solver steps. Most solvers evaluate the score once a step; "heun" and "heun_churn" twice.
         schedule: a name in schedules.SCHEDULES: "logsnr" (equal steps in λ), "uniform" (in t), "karras"
-            (EDM's ρ = 7) or "quadratic". "auto": the recommended grid for the SDE and steps.
+            (EDM's ρ = 7), "karras_rho20" (ρ = 20) or "quadratic". "auto": the recommended grid for the SDE
+            and steps.
         eps: the last time of the grid (default: sde.sampling_eps, 1e-3 for VP and sub-VP, 1e-5 for VE).
         z: optional starting points at T, [B, ...] (default: prior samples); its dtype and device are used.
         denoise: finish with the data prediction x̂₀ at eps (Tweedie's formula): one more evaluation. Off

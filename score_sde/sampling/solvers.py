@@ -236,6 +236,9 @@ class DPMSolverPP3M:
         return linear_step(x, grid, i, [(-phi1, x0), (phi2, d1), (weight_d2, d2)])
 
 
+ADAMS_ORDERS = (1, 2, 3, 4)  # the predictor's; the corrector's is one higher
+
+
 class AdamsPC:
     """Our default: an exponential Adams predictor–corrector in λ, in the manner of UniPC (Zhao et al. 2023).
 
@@ -260,8 +263,8 @@ class AdamsPC:
 
     def __init__(self, order: int = 2, prediction: str = "data", lower_order_final: bool = False,
                  damping: float = 0.0):
-        if order not in (1, 2, 3):
-            raise ValueError(f"order must be 1, 2 or 3, got {order}")
+        if order not in ADAMS_ORDERS:
+            raise ValueError(f"order must be one of {ADAMS_ORDERS}, got {order}")
         if prediction not in ("data", "noise"):
             raise ValueError(f"prediction must be 'data' or 'noise', got {prediction!r}")
         if not damping >= 0:
