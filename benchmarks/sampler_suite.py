@@ -35,13 +35,15 @@ Run:
                                    # tune and fresh2 halves, fewer of our candidates; JSON beside the full one
     .venv/bin/python benchmarks/sampler_suite.py --replot benchmarks/results/sampler_suite.json
     .venv/bin/python benchmarks/sampler_suite.py --report benchmarks/results/sampler_suite.json
-Options: --out (default benchmarks/results/sampler_suite.json), --png (default
+Options: --out (default benchmarks/results/sampler_suite.json; its rows, compressed, beside it in
+sampler_suite_table.json.gz), --png (default
 docs/img/sampler_suite.png: per SDE, the default's error over the best peer's on each problem of the verdict
 half, against NFE), --samples, --seed.
 """
 import argparse
 import dataclasses
 import datetime
+import gzip
 import itertools
 import json
 import math
@@ -254,10 +256,25 @@ def unpacked(table, halves):
     return rows
 
 
+def table_path(path):
+    """Where the rows of a results JSON lie: beside it, gzip-compressed (1.5 MB of JSON, 0.3 MB so)."""
+    return path.with_name(path.stem + "_table.json.gz")
+
+
 def write_json(path, results):
-    """One top-level key a line: the tables stay small and the summary readable."""
+    """The table (the rows) to table_path, compressed; the rest one top-level key a line, readable."""
+    results = dict(results)
+    if "table" in results:
+        table_path(path).write_bytes(gzip.compress(json.dumps(results.pop("table")).encode(), mtime=0))
     lines = [f"{json.dumps(key)}: {json.dumps(value)}" for key, value in results.items()]
     path.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+
+
+def read_rows(path):
+    """(rows, metadata) of a results JSON written by write_json."""
+    saved = json.loads(path.read_text())
+    table = json.loads(gzip.decompress(table_path(path).read_bytes()))
+    return unpacked(table, saved["metadata"]["halves"]), saved["metadata"]
 
 
 # ---- choosing on the choice halves, judging on the verdict half ----
@@ -507,16 +524,17 @@ def read_default_from_candidates(errors, nfe_levels):
     for sde_cls, _ in SDES:
         sde = sde_cls.__name__
         for nfe in nfe_levels:
-            label = default_label(sde_cls(), nfe)
+            label, changed = default_label(sde_cls(), nfe), False
             for half in HALVES:
                 candidate = errors.index.get((label, half, sde, nfe))
                 if candidate is None:  # not among this run's candidates (--quick): the run's own row
                     continue
                 measured = errors.index.get(("default", half, sde, nfe), {})
-                if any(f"{measured[p]:.4g}" != f"{e:.4g}" for p, e in candidate.items() if p in measured):
-                    lines.append(f" {sde} NFE {nfe} {half}: the run's default row is not {label}'s (the "
-                                 "defaults changed after the run); the verdict reads " + label)
+                changed |= any(f"{measured[p]:.4g}" != f"{e:.4g}"
+                               for p, e in candidate.items() if p in measured)
                 errors.index[("default", half, sde, nfe)] = dict(candidate)
+            if changed:
+                lines.append(f" {sde} NFE {nfe}: the default changed after the run; its rows are {label}'s")
     return lines
 
 
@@ -542,9 +560,7 @@ def main():
     if args.replot:
         return replot(args.replot, args.png, write_png)
     if args.report:  # the report again from saved rows, written back beside them
-        saved = json.loads(args.report.read_text())
-        rows = unpacked(saved["table"], saved["metadata"]["halves"])
-        return save(report(rows, saved["metadata"]), args.report, args.png)
+        return save(report(*read_rows(args.report)), args.report, args.png)
     torch.set_num_threads(1)
     measured = measure(args, QUICK_NFE_LEVELS if args.quick else NFE_LEVELS)
     if measured is None:

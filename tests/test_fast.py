@@ -337,10 +337,10 @@ def test_recommended_settings_cover_every_step_count_and_sde():
 
 @pytest.mark.parametrize("sde,eps", SDES, ids=IDS)
 def test_recommended_settings_beat_the_old_default_on_a_problem_of_neither_half(sde, eps):
-    """The 2-D two-mode mixture is in no half of benchmarks/sampler_suite.py, whose tune half chose
+    """The 2-D two-mode mixture is in no half of benchmarks/sampler_suite.py, whose choice halves chose
     recommended_settings: there "auto" is never worse than adams_pc (order 2) on logsnr, the default before
     2026-12-05, by more than 5 % at 5, 8, 10 and 20 evaluations, and beats it by ≥ 10 % at 20. Measured
-    (auto / old): VP 0.29, 0.64, 1.00, 0.61; sub-VP 0.22, 0.055, 0.048, 0.13; VE 0.53, 0.40, 0.55, 0.43."""
+    (auto / old): VP 0.29, 0.68, 1.00, 0.68; sub-VP 0.22, 0.055, 0.040, 0.067; VE 0.57, 0.63, 0.77, 0.51."""
     x_T = p_T_samples(MIXTURE_2D, sde, 2000)
     reference = reference_flow(MIXTURE_2D, sde, eps, x_T)
 
