@@ -341,15 +341,16 @@ def rank_key(ratio_by_problem):
             float(f"{geometric_mean(values):.4g}"))
 
 
-def choice_halves(errors):
-    return [half for half in CHOICE_HALVES if half_problems(errors, half)]
+def present_halves(errors, halves=HALVES):
+    """The halves among `halves` that this run has problems of (--quick runs only some)."""
+    return [half for half in halves if half_problems(errors, half)]
 
 
-def tune_choice(errors, sde, nfe, top=5):
+def choice_ranking(errors, sde, nfe, top=5):
     """Our candidates (the default itself excluded) ranked on the choice halves, each problem against the
     peers' best configuration on its own half, as the verdict judges: ({half: reference peer label},
     [(key, config label)])."""
-    halves = choice_halves(errors)
+    halves = present_halves(errors, CHOICE_HALVES)
     references = {half: best_peer_config(errors, half, sde, nfe) for half in halves}
     labels = sorted(errors.configs.get(("ours", sde, nfe), set()) - {"default"})
     ranked, problems = [], sum(len(half_problems(errors, half)) for half in halves)
@@ -400,15 +401,15 @@ def default_label(sde, nfe):
     return Ours(solver, schedule, tuple(options.items())).label
 
 
-def tune_lines(errors, nfe_levels):
-    halves = "+".join(choice_halves(errors))
+def choice_lines(errors, nfe_levels):
+    halves = "+".join(present_halves(errors, CHOICE_HALVES))
     lines = [f"\n== choice halves ({halves}): our candidates ranked against the peers' best configuration on "
              f"each half (problems worse than {WORST_RATIO}x, losses, geometric mean ratio)"]
     for sde_cls, _ in SDES:
         for nfe in nfe_levels:
             sde = sde_cls.__name__
             default = default_label(sde_cls(), nfe)
-            references, ranked = tune_choice(errors, sde, nfe)
+            references, ranked = choice_ranking(errors, sde, nfe)
             first = ranked and ranked[0][1] == default
             agrees = "the choice halves' first" if first else "NOT the choice halves' first"
             peers = ", ".join(f"{half} {label}" for half, label in references.items())
@@ -542,9 +543,9 @@ def report(rows, metadata):
     """Prints the choice ranking and every half's verdict; returns the results to save."""
     errors, nfe_levels = Errors(rows), tuple(metadata["nfe_levels"])
     print("\n".join(read_default_from_candidates(errors, nfe_levels)))
-    print("\n".join(tune_lines(errors, nfe_levels)))
+    print("\n".join(choice_lines(errors, nfe_levels)))
     cells, summaries = {}, {}
-    halves = [half for half in HALVES if half_problems(errors, half)]
+    halves = present_halves(errors)
     for half in halves:
         cells[half], summaries[half] = verdict(errors, half, nfe_levels)
         print("\n".join(cell_lines(cells[half], half)))

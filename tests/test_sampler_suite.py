@@ -56,7 +56,7 @@ def test_the_choice_ranks_on_every_choice_half_against_its_own_best_peer():
     ours = {"o1": {"a": 0.1, "b": 0.1, "d": 1.5, "e": 0.1}, "o2": {"a": 1.1, "b": 1.1, "d": 1.1, "e": 99.0}}
     rows = [choice_row(c, "peer", p, e) for c, errors in peers.items() for p, e in errors.items()]
     rows += [choice_row(c, "ours", p, e) for c, errors in ours.items() for p, e in errors.items()]
-    references, ranked = sampler_suite.tune_choice(sampler_suite.Errors(rows), "VPSDE", 10)
+    references, ranked = sampler_suite.choice_ranking(sampler_suite.Errors(rows), "VPSDE", 10)
     assert references == {"tune": "p1", "check": "p1", "fresh": "p2"}
     assert [label for _, label in ranked] == ["o2", "o1"]
     assert ranked[0][0][:2] == (0, 3) and ranked[1][0][:2] == (1, 1)

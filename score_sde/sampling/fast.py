@@ -18,21 +18,18 @@ AUTO = "auto"  # solver or schedule: the recommended one for the SDE and steps
 # The rows were chosen at 5, 8, 10 and 20 steps; each applies from about the midpoint below it.
 _DATA = dict(prediction="data", lower_order_final=True)  # x̂₀ interpolated, order lowered at the end
 _NOISE = dict(prediction="noise", lower_order_final=True)  # ε̂ interpolated, order lowered at the end
+_DATA_TO_THE_END = dict(prediction="data", lower_order_final=False)  # x̂₀ interpolated, full order throughout
 RECOMMENDED = {
     VPSDE: [(1, ("adams_pc", "quadratic", dict(order=2, **_DATA, damping=0.25))),
-            (7, ("adams_pc", "quadratic", dict(order=2, prediction="data", lower_order_final=False,
-                                               damping=1.0))),
+            (7, ("adams_pc", "quadratic", dict(order=2, **_DATA_TO_THE_END, damping=1.0))),
             (10, ("adams_pc", "quadratic", dict(order=2, **_DATA, damping=0.25))),
             (15, ("adams_pc", "quadratic", dict(order=3, **_DATA, damping=0.25)))],
-    subVPSDE: [(1, ("adams_pc", "uniform", dict(order=2, prediction="data", lower_order_final=False,
-                                                damping=1.0))),
+    subVPSDE: [(1, ("adams_pc", "uniform", dict(order=2, **_DATA_TO_THE_END, damping=1.0))),
                (7, ("adams_pc", "uniform", dict(order=2, **_NOISE))),
                (10, ("adams_pc", "uniform", dict(order=3, **_NOISE, damping=0.25))),
                (15, ("adams_pc", "uniform", dict(order=4, **_NOISE, damping=0.5)))],
-    VESDE: [(1, ("adams_pc", "logsnr", dict(order=2, prediction="data", lower_order_final=False,
-                                            damping=0.25))),
-            (7, ("adams_pc", "logsnr", dict(order=2, prediction="data", lower_order_final=False,
-                                            damping=0.5))),
+    VESDE: [(1, ("adams_pc", "logsnr", dict(order=2, **_DATA_TO_THE_END, damping=0.25))),
+            (7, ("adams_pc", "logsnr", dict(order=2, **_DATA_TO_THE_END, damping=0.5))),
             (10, ("adams_pc", "karras_rho20", dict(order=3, **_NOISE))),
             (15, ("adams_pc", "karras_rho20", dict(order=4, **_NOISE)))],
 }
