@@ -332,14 +332,16 @@ def parse_args():
     here = Path(__file__).parent
     default_out = here / "results" / "fast_samplers.json"
     default_png = here.parent / "docs" / "img" / "fast_samplers.png"
-    parser.add_argument("--out", type=Path, default=default_out, help=f"JSON output (default {default_out})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"JSON output (default {default_out}; with --quick fast_samplers_quick.json)")
     parser.add_argument("--png", type=Path, default=None,
                         help=f"plot (default {default_png}; with --quick, beside --out)")
     parser.add_argument("--replot", type=Path, default=None, help="draw --png from a results JSON and stop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args()
-    # a smoke run's plot must not replace the docs' figure of the full run
+    # a smoke run's results must not replace the full run's JSON, nor its plot the docs' figure
+    args.out = args.out or (default_out.with_name("fast_samplers_quick.json") if args.quick else default_out)
     args.png = args.png or (args.out.with_suffix(".png") if args.quick else default_png)
     return args
 
