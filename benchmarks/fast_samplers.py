@@ -32,7 +32,8 @@ Run:
     .venv/bin/python benchmarks/fast_samplers.py --quick    # smoke run: 500 samples, NFE in (10, 20)
     .venv/bin/python benchmarks/fast_samplers.py --replot benchmarks/results/fast_samplers.json
                                                             # redraw the figure from saved results
-Options: --out PATH (default benchmarks/results/fast_samplers.json), --png PATH (default
+Options: --out PATH (default benchmarks/results/fast_samplers.json; with --quick fast_samplers_quick.json),
+--png PATH (default
 docs/img/fast_samplers.png: mean error against the reference flow vs NFE, logsnr schedule, deterministic
 solvers, one panel per SDE), --seed, --threads (default 1: one CPU thread, so that wall times compare between
 machines). It prints tables per SDE as each is done, then a summary, and writes all rows with metadata as
